@@ -1,0 +1,1 @@
+"""Building blocks of the Moebius student and the PixelHacker teacher."""
