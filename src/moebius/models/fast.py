@@ -1,0 +1,288 @@
+"""The fast inference path of the student: the same function, computed with fewer FLOPs and copies.
+
+:func:`optimize_for_inference` returns a copy of an eval-mode student in which
+
+* every BatchNorm is folded into the bias-free conv or linear before it (exact in eval mode);
+* Local-λ's position lambda contracts the queries with the 15×15 position kernels first, then with
+  the value patches around each pixel, instead of running the 1-input-channel Conv3d: per pixel the cost
+  falls from r²·dk·dv to r²·heads·(dk + dv) multiply-adds (2.5× at 320 channels, 10× at 1280);
+* Interactive-λ merges its content and position lambdas into one (pixel, token) weight map, and caches
+  the resampled position table per grid size;
+* the LλMI blocks work on channels-last tokens, so no layout copies happen between their parts;
+* nearest-×2-then-3×3-conv upsampling runs as four 2×2 convs on the low-resolution map, one per output
+  phase (16 instead of 36 multiply-adds per input pixel and channel pair).
+
+The reference modules (``moebius.layers``) stay untouched: they are what training uses and what the
+parity tests check; tests assert that both paths agree.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..layers.depthwise import DepthwiseSeparableConv
+from ..layers.lambda_layers import InteractiveLambda, LocalLambda
+from ..layers.llmi import LLMITransformer
+from ..layers.mix_ffn import MixFFN
+from ..layers.resample import Upsample
+
+# Bytes of value patches gathered at once by the Local-λ position term; bounds its working memory.
+_PATCH_CHUNK_BYTES = 32 * 2**20
+
+
+def _bn_scale_shift(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BN as y = scale·x + shift."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
+
+
+def _fold(weight: torch.Tensor, bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold a BN that follows a bias-free conv/linear of ``weight`` (out channels first)."""
+    scale, shift = _bn_scale_shift(bn)
+    return weight * scale.reshape(-1, *([1] * (weight.ndim - 1))), shift
+
+
+class FoldedDWConv(nn.Module):
+    """:class:`DepthwiseSeparableConv` with both BNs folded: (B, Cin, H, W) -> (B, Cout, H, W)."""
+
+    def __init__(self, ref: DepthwiseSeparableConv) -> None:
+        super().__init__()
+        self.conv_dw = nn.Conv2d(ref.conv_dw.in_channels, ref.conv_dw.out_channels, ref.conv_dw.kernel_size,
+                                 padding=ref.conv_dw.padding, groups=ref.conv_dw.groups)
+        self.conv_pw = nn.Conv2d(ref.conv_pw.in_channels, ref.conv_pw.out_channels, 1)
+        with torch.no_grad():
+            for conv, src, bn in ((self.conv_dw, ref.conv_dw, ref.bn1), (self.conv_pw, ref.conv_pw, ref.bn2)):
+                weight, bias = _fold(src.weight, bn)
+                conv.weight.copy_(weight)
+                conv.bias.copy_(bias)
+        self.has_skip = ref.has_skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv_pw(F.relu(self.conv_dw(x)))
+        return x + h if self.has_skip else h
+
+
+class FastLocalLambda(nn.Module):
+    """:class:`LocalLambda` on tokens: t (B, N, C) with N = H·W raster order -> (B, N, C)."""
+
+    def __init__(self, ref: LocalLambda) -> None:
+        super().__init__()
+        self.heads, self.dim_k, self.dim_v = ref.heads, ref.dim_k, ref.dim_v
+        channels = ref.to_q.in_channels
+        wq, bq = _fold(ref.to_q.weight.flatten(1), ref.norm_q)
+        wv, bv = _fold(ref.to_v.weight.flatten(1), ref.norm_v)
+        wk = ref.to_k.weight.flatten(1)
+        self.qkv = nn.Linear(channels, wq.shape[0] + self.dim_k + self.dim_v)
+        kernel = ref.pos_conv.weight  # (k, 1, 1, r, r)
+        self.kernel_size = kernel.shape[-1]
+        with torch.no_grad():
+            self.qkv.weight.copy_(torch.cat([wq, wk, wv]))
+            self.qkv.bias.copy_(torch.cat([bq, torch.zeros_like(wk[:, 0]), bv]))
+        self.position_kernels = nn.Parameter(kernel.detach().reshape(self.dim_k, -1).clone())  # (k, r²)
+        self.position_bias = nn.Parameter(ref.pos_conv.bias.detach().clone())  # (k,)
+
+    def forward(self, t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        b, n, _ = t.shape
+        h, k, v = self.heads, self.dim_k, self.dim_v
+        qkv = self.qkv(t)  # (B, N, h·k + k + v)
+        q = qkv[..., : h * k].reshape(b, n, h, k)
+        keys = qkv[..., h * k : h * k + k].softmax(dim=1)  # (B, N, k), softmax over positions
+        values = qkv[..., h * k + k :]  # (B, N, v)
+
+        # The conv bias adds bias[k] to every position lambda entry: fold it into the content lambda.
+        content = keys.transpose(1, 2) @ values + self.position_bias[:, None]  # (B, k, v)
+        y = q.reshape(b, n * h, k) @ content  # (B, N·h, v)
+
+        queries_by_offset = q @ self.position_kernels  # (B, N, h, r²)
+        y = y.reshape(b, n, h, v) + self._position_term(queries_by_offset, values, size)
+        return y.reshape(b, n, h * v)
+
+    def _position_term(self, a: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Σ_δ a[b, p, h, δ] · values[b, p + δ, v] over the r×r offsets δ: (B, N, h, r²) -> (B, N, h, v)."""
+        b, n, h, r2 = a.shape
+        height, width = size
+        r = self.kernel_size
+        pad = r // 2
+        v = values.shape[-1]
+        grid = F.pad(values.reshape(b, height, width, v), (0, 0, pad, pad, pad, pad))  # (B, H+2p, W+2p, v)
+        rows = max(1, _PATCH_CHUNK_BYTES // (b * width * r2 * v * values.element_size()))
+        out = torch.empty(b, height, width, h, v, dtype=a.dtype, device=a.device)
+        a = a.reshape(b, height, width, h, r2)
+        for top in range(0, height, rows):
+            bottom = min(top + rows, height)
+            # (B, rows, W, v, r, r) view of every pixel's neighbourhood; the reshape gathers it.
+            patches = grid[:, top : bottom + 2 * pad].unfold(1, r, 1).unfold(2, r, 1)
+            patches = patches.permute(0, 1, 2, 4, 5, 3).reshape(-1, r2, v)  # (B·rows·W, r², v)
+            chunk = a[:, top:bottom].reshape(-1, h, r2)  # (B·rows·W, h, r²)
+            out[:, top:bottom] = torch.bmm(chunk, patches).reshape(b, bottom - top, width, h, v)
+        return out.reshape(b, n, h, v)
+
+
+class FastInteractiveLambda(nn.Module):
+    """:class:`InteractiveLambda` on tokens: t (B, N, C), context (B, m, D) -> (B, N, C).
+
+    Content and position lambdas share the queries, so both fold into one weight per (pixel, token):
+    y[n, h, :] = Σ_m (Σ_k q[n, h, k]·(K̄[k, m] + E[n, m, k]))·V[:, m].
+    """
+
+    def __init__(self, ref: InteractiveLambda) -> None:
+        super().__init__()
+        self.heads, self.dim_k, self.dim_v, self.tokens = ref.heads, ref.dim_k, ref.dim_v, ref.tokens
+        wq, bq = _fold(ref.to_q.weight.flatten(1), ref.norm_q)
+        wv, bv = _fold(ref.to_v.weight, ref.norm_v)
+        self.to_q = nn.Linear(wq.shape[1], wq.shape[0])
+        self.to_k = nn.Linear(ref.to_k.in_features, self.dim_k, bias=False)
+        self.to_v = nn.Linear(ref.to_v.in_features, self.dim_v)
+        with torch.no_grad():
+            self.to_q.weight.copy_(wq)
+            self.to_q.bias.copy_(bq)
+            self.to_k.weight.copy_(ref.to_k.weight)
+            self.to_v.weight.copy_(wv)
+            self.to_v.bias.copy_(bv)
+        self._reference = ref  # owns rel_pos_emb and its resampling
+        self._tables: dict[tuple, torch.Tensor] = {}
+
+    def _table(self, size: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+        """(N, k, m) position table for this grid, cached per size, dtype and device."""
+        key = (size, like.dtype, like.device)
+        if key not in self._tables:
+            table = self._reference.position_table(size)  # (N, m, k)
+            self._tables[key] = table.detach().transpose(1, 2).to(like).contiguous()
+        return self._tables[key]
+
+    def forward(self, t: torch.Tensor, context: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        b, n, _ = t.shape
+        h, k = self.heads, self.dim_k
+        q = self.to_q(t).reshape(b, n, h, k)
+        keys = self.to_k(context).softmax(dim=1)  # (B, m, k), softmax over tokens
+        values = self.to_v(context)  # (B, m, v)
+        weights = q.reshape(b, n * h, k) @ keys.transpose(1, 2)  # (B, N·h, m)
+        position = torch.bmm(q.transpose(0, 1).reshape(n, b * h, k), self._table(size, q))  # (N, B·h, m)
+        weights = weights + position.reshape(n, b, h, -1).transpose(0, 1).reshape(b, n * h, -1)
+        return (weights @ values).reshape(b, n, -1)  # (B, N, h·v)
+
+
+class FastMixFFN(nn.Module):
+    """:class:`MixFFN` on tokens: (B, N, C) -> (B, N, C), the depthwise conv run channels-last."""
+
+    def __init__(self, ref: MixFFN) -> None:
+        super().__init__()
+        expand, depth, project = ref.inverted_conv.conv, ref.depth_conv.conv, ref.point_conv.conv
+        self.expand = nn.Linear(expand.in_channels, expand.out_channels)
+        self.depth = copy.deepcopy(depth)
+        self.project = nn.Linear(project.in_channels, project.out_channels, bias=False)
+        with torch.no_grad():
+            self.expand.weight.copy_(expand.weight.flatten(1))
+            self.expand.bias.copy_(expand.bias)
+            self.project.weight.copy_(project.weight.flatten(1))
+
+    def forward(self, t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        b, n, _ = t.shape
+        h = F.silu(self.expand(t))  # (B, N, 2·hidden)
+        grid = h.reshape(b, size[0], size[1], -1).permute(0, 3, 1, 2)  # channels-last view
+        h = self.depth(grid).permute(0, 2, 3, 1).reshape(b, n, -1)
+        value, gate = h.chunk(2, dim=-1)
+        return self.project(value * F.silu(gate))
+
+
+class FastLLMITransformer(nn.Module):
+    """:class:`LLMITransformer` on channels-last maps: x (B, C, H, W), context (B, m, D) -> (B, C, H, W)."""
+
+    def __init__(self, ref: LLMITransformer) -> None:
+        super().__init__()
+        (block,) = ref.transformer_blocks
+        self.norm = ref.norm
+        channels = ref.proj_in.in_channels
+        self.proj_in = nn.Linear(channels, channels)
+        self.proj_out = nn.Linear(channels, channels)
+        with torch.no_grad():
+            for linear, conv in ((self.proj_in, ref.proj_in), (self.proj_out, ref.proj_out)):
+                linear.weight.copy_(conv.weight.flatten(1))
+                linear.bias.copy_(conv.bias)
+        self.norm1, self.norm2, self.norm3 = block.norm1, block.norm2, block.norm3
+        self.local = FastLocalLambda(block.attn1)
+        self.interactive = FastInteractiveLambda(block.attn2)
+        self.ff = FastMixFFN(block.ff)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        b, c, height, width = x.shape
+        size = (height, width)
+        t = self.norm(x).permute(0, 2, 3, 1).reshape(b, height * width, c)  # tokens; free when channels-last
+        t = self.proj_in(t)
+        t = t + self.local(self.norm1(t), size)
+        t = t + self.interactive(self.norm2(t), context, size)
+        t = t + self.ff(self.norm3(t), size)
+        out = self.proj_out(t).reshape(b, height, width, c).permute(0, 3, 1, 2)
+        return x + out
+
+
+class PhaseUpsample(nn.Module):
+    """:class:`Upsample` without materialising the ×2 map: (B, C, H, W) -> (B, C, 2H, 2W).
+
+    Output pixel (2i + a, 2j + b) of nearest ×2 followed by a 3×3 conv only ever reads input rows
+    {i - 1, i} (a = 0) or {i, i + 1} (a = 1), and likewise for columns, so each of the four output phases
+    is a 2×2 conv of the input whose taps are sums of the 3×3 taps.
+    """
+
+    # For output phase a, the 3×3 kernel rows that land on low-res rows (first, second) of the 2×2 window.
+    _ROWS = {0: ((0,), (1, 2)), 1: ((0, 1), (2,))}
+
+    def __init__(self, ref: Upsample) -> None:
+        super().__init__()
+        self.reference = ref
+        weight = ref.conv.weight.detach()  # (C, C, 3, 3)
+        phases = []
+        for a in (0, 1):
+            for b in (0, 1):
+                rows = [weight[:, :, list(r), :].sum(2) for r in self._ROWS[a]]  # 2 × (C, C, 3)
+                taps = [[row[:, :, list(c)].sum(2) for c in self._ROWS[b]] for row in rows]
+                phases.append(torch.stack([torch.stack(t, -1) for t in taps], -2))  # (C, C, 2, 2)
+        self.phase_weight = nn.Parameter(torch.cat(phases))  # (4·C, C, 2, 2), phase-major
+        self.bias = nn.Parameter(ref.conv.bias.detach().clone())
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        b, c, h, w = x.shape
+        if size is not None and tuple(size) != (2 * h, 2 * w):
+            return self.reference(x, size)
+        out = x.new_empty(b, h, 2, w, 2, c)
+        for index, (a, col) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+            # Pad so that the 2×2 window's first row/column is i - 1 for phase 0 and i for phase 1.
+            padded = F.pad(x, (1 - col, col, 1 - a, a))
+            phase = F.conv2d(padded, self.phase_weight[index * c : (index + 1) * c], self.bias)  # (B, C, H, W)
+            out[:, :, a, :, col, :] = phase.permute(0, 2, 3, 1)
+        return out.reshape(b, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
+
+
+_REPLACEMENTS = {
+    Upsample: PhaseUpsample,
+    DepthwiseSeparableConv: FoldedDWConv,
+    LLMITransformer: FastLLMITransformer,
+}
+
+
+def optimize_for_inference(model: nn.Module, channels_last: bool = True) -> nn.Module:
+    """A fast, eval-only copy of a student model (see the module docstring); the input is not modified.
+
+    The copy computes the same function as ``model.eval()`` up to float rounding. It has no BatchNorm
+    left, so it cannot be trained or saved as an official checkpoint; keep ``model`` for that.
+    """
+    fast = copy.deepcopy(model).eval()
+
+    def swap(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            replacement = _REPLACEMENTS.get(type(child))
+            if replacement is not None:
+                setattr(parent, name, replacement(child))
+            else:
+                swap(child)
+
+    with torch.no_grad():
+        swap(fast)
+    fast.requires_grad_(False)
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+    return fast

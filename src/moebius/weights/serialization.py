@@ -1,0 +1,84 @@
+"""Our checkpoint folder (``config.json`` + ``model.safetensors``) and lossless conversion to and from
+the official ``diffusion_pytorch_model.bin``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..errors import CheckpointError
+from ..models.families import config_from_dict, config_to_dict, get_family
+from .official import (CONFIG_NAME, MODEL_NAME, OFFICIAL_WEIGHTS_NAME, build_from_state_dict, infer_family,
+                       read_state_dict)
+
+
+def save_folder(state: dict[str, torch.Tensor], config: Any, folder: str | Path) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` into a new folder, atomically (temp folder + rename)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    if folder.exists():
+        raise CheckpointError(f"{folder} already exists; choose a new output path")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+        save_file(tensors, str(tmp / MODEL_NAME), metadata={"format": "pt", "family": type(config).family})
+        (tmp / CONFIG_NAME).write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def save_model(model: nn.Module, folder: str | Path) -> Path:
+    """Save a :class:`~moebius.models.LatentCategoryDenoiser` as our folder format."""
+    return save_folder(model.state_dict(), model.config, folder)
+
+
+def _write_bin(state: dict[str, torch.Tensor], path: Path) -> None:
+    if path.exists():
+        raise CheckpointError(f"{path} already exists; choose a new output path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def convert(src: str | Path, dst: str | Path) -> Path:
+    """Official ``.bin``/``.safetensors`` -> our folder, or our folder -> official ``.bin``. Bit-exact both ways.
+
+    Tensors keep their stored dtype; the architecture is checked by a strict load before anything is written.
+    """
+    src, dst = Path(src), Path(dst)
+    if src.resolve() == dst.resolve():
+        raise CheckpointError("input and output are the same path")
+    if src.is_dir() and (src / CONFIG_NAME).is_file():
+        config = config_from_dict(json.loads((src / CONFIG_NAME).read_text()))
+        state = read_state_dict(src / MODEL_NAME)
+        model = build_from_state_dict(state, type(config).family, config, str(src))
+        ordered = {k: state[k] for k in model.state_dict()}  # the official file's key order
+        _write_bin(ordered, dst if dst.suffix else dst / OFFICIAL_WEIGHTS_NAME)
+        return dst
+    if src.is_dir():
+        src = src / OFFICIAL_WEIGHTS_NAME
+    state = read_state_dict(src)
+    family = get_family(infer_family(state, str(src)))
+    from ..models._registry import get_config
+
+    config = get_config(family.preset)
+    build_from_state_dict(state, family.preset, config, str(src))  # validates keys and shapes
+    return save_folder(state, config, dst)
