@@ -37,31 +37,6 @@ class ResnetBlock2D(nn.Module):
         return x + h
 
 
-class Downsample2D(nn.Module):
-    """3×3 conv with stride 2: (B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2))."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
-
-
-class Upsample2D(nn.Module):
-    """Nearest-neighbour resize to ``size`` (normally 2H × 2W), then a 3×3 conv: (B, C, H, W) -> (B, C, *size).
-
-    The caller passes the size of the skip connection this output meets, so odd sizes round-trip.
-    """
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return self.conv(F.interpolate(x, size=size, mode="nearest"))
-
-
 class CrossAttention(nn.Module):
     """Multi-head softmax attention from image tokens to context tokens.
 

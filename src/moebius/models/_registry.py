@@ -27,7 +27,7 @@ def register_preset(name: str, builder: Callable[[Any], nn.Module]) -> Callable[
 
 def _ensure_loaded() -> None:
     # Importing the model modules runs their registrations.
-    from . import student  # noqa: F401
+    from . import student, teacher  # noqa: F401
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..layers.embeddings import TimestepEmbedding, broadcast_timesteps, timestep_sinusoid
 from ..layers.gla import GatedLinearAttention
-from ..layers.unet_parts import Downsample2D, ResnetBlock2D, Transformer2D, TransformerBlock, Upsample2D
+from ..layers.resample import Downsample, Upsample
+from ..layers.unet_parts import ResnetBlock2D, Transformer2D, TransformerBlock
 from ._registry import register_preset
 from .denoiser import LatentCategoryDenoiser
 
@@ -81,7 +82,7 @@ class DownBlock(nn.Module):
             ResnetBlock2D(in_channels if i == 0 else out_channels, out_channels, temb_channels, config.norm_num_groups)
             for i in range(n)
         )
-        self.downsamplers = nn.ModuleList([Downsample2D(out_channels)]) if downsample else None
+        self.downsamplers = nn.ModuleList([Downsample(out_channels)]) if downsample else None
 
     def forward(
         self, x: torch.Tensor, temb: torch.Tensor, context: torch.Tensor
@@ -132,7 +133,7 @@ class UpBlock(nn.Module):
                           config.norm_num_groups)
             for i, skip in enumerate(skip_channels)
         )
-        self.upsamplers = nn.ModuleList([Upsample2D(out_channels)]) if upsample else None
+        self.upsamplers = nn.ModuleList([Upsample(out_channels)]) if upsample else None
 
     def forward(
         self, x: torch.Tensor, skips: list[torch.Tensor], temb: torch.Tensor, context: torch.Tensor,
