@@ -8,8 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from moebius import load_official
 from moebius.models.denoiser import LatentCategoryDenoiser
-from moebius.models.teacher import PixelHackerConfig, build_pixelhacker, pixelhacker_config, pixelhacker_tiny_config
+from moebius.models.teacher import PixelHackerConfig, PixelHackerUNet, build_pixelhacker, pixelhacker_config, pixelhacker_tiny_config
 from parity_formula import PARITY_DIR, formula_state_dict, load_layout
 
 
@@ -87,10 +88,9 @@ def test_tiny_timestep_forms_and_batch_independence() -> None:
 @pytest.mark.slow
 def test_parity_with_official_forward() -> None:
     """Formula weights, eval mode, the stored inputs: the official sample and block outputs (README §5, §8)."""
-    model = _meta_teacher()
-    # assign=True adopts the generated tensors as the parameters: no second 3.4 GB copy.
-    model.load_state_dict(formula_state_dict(load_layout("teacher")), strict=True, assign=True)
-    model.eval()
+    # Through the public loader, which tells the teacher from the student by its keys.
+    model = load_official(formula_state_dict(load_layout("teacher")))
+    assert isinstance(model.diff_model, PixelHackerUNet) and not model.training
     ref = load_file(str(PARITY_DIR / "teacher_forward.safetensors"))
     with torch.no_grad():
         out = model(ref["x"], ref["timesteps"], ref["input_ids"], return_block_outputs=True)
