@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers.depthwise import DepthwiseSeparableConv
-from ..layers.lambda_layers import InteractiveLambda, LocalLambda
+from ..layers.lambda_layers import InteractiveLambda, LocalLambda, resample_position_table
 from ..layers.llmi import LLMITransformer
 from ..layers.mix_ffn import MixFFN
 from ..layers.resample import Upsample
@@ -143,14 +143,14 @@ class FastInteractiveLambda(nn.Module):
             self.to_k.weight.copy_(ref.to_k.weight)
             self.to_v.weight.copy_(wv)
             self.to_v.bias.copy_(bv)
-        self._reference = ref  # owns rel_pos_emb and its resampling
+        self.rel_pos_emb = nn.Parameter(ref.rel_pos_emb.detach().clone())  # (n², m, k, 1)
         self._tables: dict[tuple, torch.Tensor] = {}
 
     def _table(self, size: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
         """(N, k, m) position table for this grid, cached per size, dtype and device."""
         key = (size, like.dtype, like.device)
         if key not in self._tables:
-            table = self._reference.position_table(size)  # (N, m, k)
+            table = resample_position_table(self.rel_pos_emb[..., 0], size)  # (N, m, k)
             self._tables[key] = table.detach().transpose(1, 2).to(like).contiguous()
         return self._tables[key]
 
@@ -233,7 +233,6 @@ class PhaseUpsample(nn.Module):
 
     def __init__(self, ref: Upsample) -> None:
         super().__init__()
-        self.reference = ref
         weight = ref.conv.weight.detach()  # (C, C, 3, 3)
         phases = []
         for a in (0, 1):
@@ -247,7 +246,7 @@ class PhaseUpsample(nn.Module):
     def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         b, c, h, w = x.shape
         if size is not None and tuple(size) != (2 * h, 2 * w):
-            return self.reference(x, size)
+            raise ValueError(f"the fast upsampler only doubles: {h}×{w} -> {tuple(size)}")
         out = x.new_empty(b, h, 2, w, 2, c)
         for index, (a, col) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
             # Pad so that the 2×2 window's first row/column is i - 1 for phase 0 and i for phase 1.
