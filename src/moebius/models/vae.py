@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ConfigError, InputError
+from ..layers.resample import Upsample
 
 # Every GroupNorm in this autoencoder (resnets, mid attention, output norms) uses eps 1e-6.
 _NORM_EPS = 1e-6
@@ -215,7 +216,7 @@ class MidBlock(nn.Module):
         return self.resnets[1](x)
 
 
-class Downsample(nn.Module):
+class AsymmetricDownsample(nn.Module):
     """Pad one zero row/column at the bottom/right, then a 3x3 stride-2 conv: (B, C, H, W) -> (B, C, H/2, W/2)."""
 
     def __init__(self, channels: int) -> None:
@@ -227,17 +228,6 @@ class Downsample(nn.Module):
         return self.conv(F.pad(x, (0, 1, 0, 1)))
 
 
-class Upsample(nn.Module):
-    """Nearest-neighbour x2, then a 3x3 conv: (B, C, H, W) -> (B, C, 2H, 2W)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
-
-
 class EncoderLevel(nn.Module):
     """One encoder resolution level (diffusers' DownEncoderBlock2D): resnets, then an optional Downsample."""
 
@@ -245,7 +235,7 @@ class EncoderLevel(nn.Module):
         super().__init__()
         widths = [in_channels] + [out_channels] * layers
         self.resnets = nn.ModuleList([ResnetBlock(widths[j], out_channels, groups) for j in range(layers)])
-        self.downsamplers = nn.ModuleList([Downsample(out_channels)] if downsample else [])
+        self.downsamplers = nn.ModuleList([AsymmetricDownsample(out_channels)] if downsample else [])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for module in (*self.resnets, *self.downsamplers):
