@@ -1,0 +1,160 @@
+"""The latent-space core of inpainting: encode, denoise with guidance, decode (spec §5.4).
+
+One call handles one group of equally sized tiles (the U-Net sees them as one batch, doubled for CFG).
+Every random tensor comes in from outside, already drawn (:mod:`moebius.pipeline.noise`), so this module
+is deterministic: the same inputs give the same outputs on the same device.
+
+Official order of operations, kept exactly for parity (parity README §6): posterior sample of the image
+(draw 1) and of the masked image (draw 2), both scaled by 0.13025; noise = draw 3 + 0.0357·draw 4; start
+latent = add_noise(image latent, noise, first timestep) unless strength is 1 (then pure noise); each step
+feeds [x | mask | masked latent] for [uncond (ids 10-19) × B, cond (ids 0-9) × B] and combines
+ε = ε_u + g·(ε_c − ε_u); the decode is (VAE(z / 0.13025) + 1) / 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from ..models.denoiser import BACKGROUND_IDS, FOREGROUND_IDS
+from ..models.vae import AutoencoderKL
+from .ddim import DDIMConfig, DDIMScheduler, cfg_combine
+from .masks import latent_mask
+from .presets import InpaintPreset
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What a step callback sees: 0-based ``step`` of ``num_steps``, the timestep, the latents after the
+    step (B, 4, h, w) float32, and the index of the tile group being sampled."""
+
+    step: int
+    num_steps: int
+    timestep: int
+    latents: torch.Tensor
+    group: int
+
+
+StepCallback = Callable[[StepInfo], None]
+
+
+@dataclass
+class SamplerModels:
+    """The networks one sampling run uses: the U-Net to call (possibly the fast copy) and the VAE."""
+
+    unet: nn.Module
+    vae: AutoencoderKL
+    unet_dtype: torch.dtype
+    channels_last: bool = False
+
+
+def draws_needed(settings: InpaintPreset) -> tuple[str, ...]:
+    """Names of the random tensors a run with ``settings`` consumes, in the official draw order."""
+    names = []
+    if settings.sample_posterior and settings.strength < 1.0:
+        names.append("image_posterior")
+    if settings.sample_posterior:
+        names.append("masked_image_posterior")
+    names.append("initial")
+    if settings.noise_offset > 0:
+        names.append("offset")
+    return tuple(names)
+
+
+def _scale(vae: AutoencoderKL, z: torch.Tensor) -> torch.Tensor:
+    if vae.config.shift_factor is not None:
+        z = z - vae.config.shift_factor
+    return z * vae.config.scaling_factor
+
+
+def encode_conditions(vae: AutoencoderKL, image: torch.Tensor, hole: torch.Tensor, settings: InpaintPreset,
+                      draws: dict[str, torch.Tensor], record: dict[str, torch.Tensor] | None = None,
+                      ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Image (B, 3, H, W) in [-1, 1] and hole (B, 1, H, W) {0, 1} -> (image latents or None, masked-image
+    latents), each (B, 4, H/f, W/f) float32. The image itself is encoded only when strength < 1."""
+    masked = image * (1 - hole)  # holes become 0, i.e. mid-grey
+    need_image = settings.strength < 1.0
+    pixels = torch.cat([image, masked]) if need_image else masked  # one encoder pass for both
+    vae_dtype = next(vae.parameters()).dtype
+    posterior = vae.encode(pixels.to(vae_dtype))
+    means, stds = posterior.mean.float(), posterior.std.float()
+    roles = ["image", "masked_image"] if need_image else ["masked_image"]
+    latents: dict[str, torch.Tensor] = {}
+    for role, mean, std in zip(roles, means.chunk(len(roles)), stds.chunk(len(roles))):
+        if settings.sample_posterior:
+            noise = draws[f"{role}_posterior"].to(mean.device)
+            z = mean + std * noise
+        else:
+            z = mean
+        latents[role] = _scale(vae, z)
+        if record is not None:
+            record[f"vae_sample_{role}_posterior_mean"] = mean
+            record[f"vae_sample_{role}_posterior_std"] = std
+            record[f"{role}_latents"] = latents[role]
+    return latents.get("image"), latents["masked_image"]
+
+
+@torch.inference_mode()
+def sample(models: SamplerModels, scheduler_config: DDIMConfig, settings: InpaintPreset, image: torch.Tensor,
+           hole: torch.Tensor, draws: dict[str, torch.Tensor], *, group: int = 0,
+           callback: StepCallback | None = None, on_step: Callable[[], None] | None = None,
+           record: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Inpaint one group: image (B, 3, H, W) in [-1, 1], hole (B, 1, H, W) {0, 1}, both float32 on the
+    models' device -> decoded image (B, 3, H, W) in ~[0, 1], float32, unclamped.
+
+    ``draws`` maps the names of :func:`draws_needed` to standard-normal tensors: ``*_posterior`` and
+    ``initial`` (B, 4, H/f, W/f), ``offset`` (B, 4, 1, 1).
+    """
+    vae, device = models.vae, image.device
+    image_latents, masked_latents = encode_conditions(vae, image, hole, settings, draws, record)
+    mask_lat = latent_mask(hole, vae.config.downsample_factor, settings.mask_downsample)
+
+    scheduler = DDIMScheduler(scheduler_config)  # per call: set_timesteps is the only state
+    scheduler.set_timesteps(settings.num_inference_steps)
+    timesteps = scheduler.timesteps_for_strength(settings.strength)
+    noise = draws["initial"].to(device)
+    if settings.noise_offset > 0:
+        noise = noise + settings.noise_offset * draws["offset"].to(device)
+    if settings.strength >= 1.0:
+        latents = noise  # pure noise; DDIM's initial sigma is 1
+    else:
+        latents = scheduler.add_noise(image_latents, noise, timesteps[:1].to(device))
+
+    batch = image.shape[0]
+    use_cfg = settings.guidance_scale != 1.0
+    ids = [FOREGROUND_IDS] * batch + [BACKGROUND_IDS] * batch if use_cfg else [BACKGROUND_IDS] * batch
+    input_ids = torch.tensor(ids, dtype=torch.long, device=device)  # (2B | B, 10): [uncond; cond]
+    if record is not None:
+        record.update(mask_latent=mask_lat, noise_total=noise, latents_init=latents, cfg_input_ids=input_ids,
+                      latent_timestep=timesteps[:1], timesteps_run=timesteps)
+
+    conditions = torch.cat([mask_lat, masked_latents], dim=1)  # (B, 5, h, w)
+    for i, t in enumerate(timesteps.tolist()):
+        x = torch.cat([latents, conditions], dim=1)  # (B, 9, h, w): [x 4 | mask 1 | masked latent 4]
+        if use_cfg:
+            x = torch.cat([x, x])  # (2B, 9, h, w)
+        x = x.to(models.unet_dtype)
+        if models.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        t_in = torch.tensor([t], dtype=torch.long, device=device)  # (1,), broadcast over the batch
+        eps_raw = models.unet(x, t_in, input_ids).float()
+        eps = cfg_combine(*eps_raw.chunk(2), settings.guidance_scale) if use_cfg else eps_raw
+        latents = scheduler.step(eps, t, latents).prev_sample
+        if record is not None:
+            record[f"step{i:02d}_eps_raw_uncond_cond"] = eps_raw
+            record[f"step{i:02d}_eps_cfg"] = eps
+            record[f"step{i:02d}_latents_after"] = latents
+        if callback is not None:
+            callback(StepInfo(i, len(timesteps), t, latents, group))
+        if on_step is not None:
+            on_step()
+
+    vae_dtype = next(vae.parameters()).dtype
+    decoded = vae.decode_latents(latents.to(vae_dtype)).float()
+    if record is not None:
+        record["vae_decode_in"] = latents / vae.config.scaling_factor
+        record["decoded_01_before_paste"] = (decoded + 1) / 2
+    return (decoded + 1) / 2
