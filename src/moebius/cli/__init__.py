@@ -1,4 +1,8 @@
-"""The ``moebius`` command line. Each command's module is imported only when that command runs."""
+"""The ``moebius`` command line: ``inpaint``, ``batch``, ``convert``, ``download``, ``doctor``.
+
+Command modules import only the standard library at module level; torch and the models are imported
+when a command runs, so ``moebius --help`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,12 @@ def _build_parser() -> argparse.ArgumentParser:
     convert.add_argument("input", help="official .bin/.safetensors (or a folder holding one), or one of our folders")
     convert.add_argument("output", help="a new folder (from official) or a new .bin path (from a folder)")
     convert.set_defaults(run=_run_convert)
+
+    from . import batch, inpaint, weights
+
+    inpaint.add_parser(commands)
+    batch.add_parser(commands)
+    weights.add_parsers(commands)
     return parser
 
 
@@ -41,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except MoebiusError as exc:
         print(f"moebius {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # unwritable output folder, full disk, ...
+        print(f"moebius {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,0 +1,101 @@
+"""Options shared by ``moebius inpaint`` and ``moebius batch``, and turning them into a pipeline call.
+
+Only the standard library is imported at module level, so building the parser (and ``--help``) stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+PRESETS = ("default", "official", "portrait")
+VARIANTS = ("pretrained", "ft_places2", "ft_celebahq", "ft_ffhq")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--weights", metavar="DIR",
+                       help="weights folder: official layout (<DIR>/<variant>/diffusion_pytorch_model.bin + <DIR>/vae/) "
+                            "or one written by save_pretrained (default: $MOEBIUS_HOME or ~/.cache/moebius)")
+    group.add_argument("--variant", choices=VARIANTS, help="official checkpoint (default: ft_places2 if present)")
+    group.add_argument("--vae", metavar="DIR", help="VAE folder, if not <weights>/vae")
+    group.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
+    group.add_argument("--dtype", default="float32", choices=DTYPES, help="network precision (default float32)")
+    group.add_argument("--no-fast", action="store_true", help="run the reference U-Net instead of the fast path")
+
+
+def add_inpaint_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("inpainting (default: the preset's value)")
+    group.add_argument("--preset", default="default", choices=PRESETS,
+                       help="default: fixes the official traps; official: reproduces the official pipeline; "
+                            "portrait: default with guidance 2.0")
+    group.add_argument("--steps", type=int, dest="num_inference_steps", help="DDIM steps (20)")
+    group.add_argument("--guidance", type=float, dest="guidance_scale", help="CFG scale (2.5 scenes, 2.0 portraits)")
+    group.add_argument("--strength", type=float, help="1.0 = start from pure noise")
+    group.add_argument("--seed", type=int, help="random seed (recorded in the output's metadata)")
+    group.add_argument("--hd-strategy", choices=("crop", "resize", "original"))
+    group.add_argument("--crop-margin", type=int, help="context around each crop, px (128)")
+    group.add_argument("--crop-trigger-size", type=int, help="crop only when the long side exceeds this (800)")
+    group.add_argument("--resize-limit", type=int, help="long side for --hd-strategy resize (1280)")
+    group.add_argument("--mask-threshold", type=float, help="mask values >= this are filled (127.5)")
+    group.add_argument("--invert-mask", action="store_true", default=None, help="fill the black part instead")
+    group.add_argument("--mask-dilate", type=int, help="grow the mask by this many px")
+    group.add_argument("--mask-blur", type=float, help="feather radius of the paste-back, px (3)")
+    group.add_argument("--resize-mask", action="store_true", default=None,
+                       help="resize a mask of another size to the image instead of refusing it")
+    group.add_argument("--paste", choices=("official", "keep_unmasked", "none"), help="how results are pasted back")
+    group.add_argument("--compensate", action="store_true", default=None,
+                       help="match the filled region's mean colour to its surroundings")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+_CALL_OPTIONS = ("num_inference_steps", "guidance_scale", "strength", "hd_strategy", "crop_margin",
+                 "crop_trigger_size", "resize_limit", "mask_threshold", "invert_mask", "mask_dilate", "mask_blur",
+                 "resize_mask", "paste", "compensate")
+
+
+def call_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments for the pipeline call; unset options keep the preset's value."""
+    options = {name: getattr(args, name) for name in _CALL_OPTIONS if getattr(args, name) is not None}
+    options["preset"] = args.preset
+    return options
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` -> cuda (this process's LOCAL_RANK GPU under torchrun/accelerate), else mps, else cpu."""
+    import torch
+
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def load_pipeline(args: argparse.Namespace) -> Any:
+    """Build the pipeline the model options describe, on the chosen device and dtype."""
+    import torch
+
+    from ..errors import InputError
+    from ..pipeline.loading import default_weights_dir
+    from ..pipeline.pipeline import MoebiusInpaintPipeline
+
+    weights = args.weights or default_weights_dir()
+    pipe = MoebiusInpaintPipeline.from_pretrained(weights, variant=args.variant, vae=args.vae, fast=not args.no_fast)
+    device = resolve_device(args.device)
+    try:
+        pipe.to(device, getattr(torch, args.dtype))
+    except (RuntimeError, AssertionError, ValueError) as exc:  # unknown or unavailable device
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot use device {device!r}: {detail}") from None
+    pipe.set_progress_bar_config(disable=True if args.quiet else None)
+    return pipe
+
+
+def metadata_text(meta: Any) -> dict[str, str]:
+    """PNG text chunks recording how an output was made."""
+    return {"moebius": meta.to_json()}
