@@ -400,3 +400,35 @@ def test_missing_weights_say_which_files_go_where(tmp_path):
         MoebiusInpaintPipeline.from_pretrained(tmp_path, variant="ft_ffhq")
     with pytest.raises(CheckpointError, match="VAE missing"):
         MoebiusInpaintPipeline.from_pretrained(tmp_path, variant="pretrained")
+
+
+def test_hub_id_downloads_into_the_cache_once(tmp_path, monkeypatch, pipe):
+    """``from_pretrained("hustvl/Moebius")`` with a stand-in for huggingface_hub (tests never use the network)."""
+    import importlib.machinery
+    import sys
+    import types
+
+    calls = []
+
+    def snapshot_download(repo_id, allow_patterns, local_dir, local_files_only):
+        calls.append((repo_id, tuple(allow_patterns), local_files_only))
+        if repo_id == "hustvl/Moebius":
+            from moebius.weights.serialization import save_model
+
+            save_model(pipe.unet, local_dir / "ft_ffhq")
+        else:
+            (local_dir / "vae").mkdir(parents=True)
+            (local_dir / "vae" / "config.json").write_text(json.dumps(vae_config_dict(pipe.vae.config)))
+            torch.save(pipe.vae.state_dict(), local_dir / "vae" / "diffusion_pytorch_model.bin")
+
+    fake = types.ModuleType("huggingface_hub")
+    fake.__spec__ = importlib.machinery.ModuleSpec("huggingface_hub", None)
+    fake.snapshot_download = snapshot_download
+    monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
+    monkeypatch.setenv("MOEBIUS_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    loaded = MoebiusInpaintPipeline.from_pretrained("hustvl/Moebius", variant="ft_ffhq")
+    assert loaded.variant == "ft_ffhq"
+    assert calls == [("hustvl/Moebius", ("ft_ffhq/*",), False), ("hustvl/PixelHacker", ("vae/*",), False)]
+    MoebiusInpaintPipeline.from_pretrained("hustvl/Moebius", variant="ft_ffhq", local_files_only=True)
+    assert len(calls) == 2  # served from the cache folder

@@ -18,9 +18,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--weights", metavar="DIR",
                        help="weights folder: official layout (<DIR>/<variant>/diffusion_pytorch_model.bin + <DIR>/vae/) "
-                            "or one written by save_pretrained (default: $MOEBIUS_HOME or ~/.cache/moebius)")
+                            "or one written by save_pretrained, or hustvl/Moebius for the hub "
+                            "(default: $MOEBIUS_HOME or ~/.cache/moebius)")
     group.add_argument("--variant", choices=VARIANTS, help="official checkpoint (default: ft_places2 if present)")
     group.add_argument("--vae", metavar="DIR", help="VAE folder, if not <weights>/vae")
+    group.add_argument("--local-files-only", action="store_true",
+                       help="with --weights hustvl/Moebius: use the cached download only, never the network")
     group.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     group.add_argument("--dtype", default="float32", choices=DTYPES, help="network precision (default float32)")
     group.add_argument("--no-fast", action="store_true", help="run the reference U-Net instead of the fast path")
@@ -85,7 +88,8 @@ def load_pipeline(args: argparse.Namespace) -> Any:
     from ..pipeline.pipeline import MoebiusInpaintPipeline
 
     weights = args.weights or default_weights_dir()
-    pipe = MoebiusInpaintPipeline.from_pretrained(weights, variant=args.variant, vae=args.vae, fast=not args.no_fast)
+    pipe = MoebiusInpaintPipeline.from_pretrained(weights, variant=args.variant, vae=args.vae, fast=not args.no_fast,
+                                                  local_files_only=args.local_files_only)
     device = resolve_device(args.device)
     try:
         pipe.to(device, getattr(torch, args.dtype))

@@ -73,22 +73,10 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from ..errors import CheckpointError
-    from ..pipeline.loading import STUDENT_REPO, VAE_REPO, default_weights_dir, missing_weights_message
+    from ..pipeline.loading import default_weights_dir, fetch_official
 
     root = Path(args.weights) if args.weights else default_weights_dir()
     variants = _options.VARIANTS if args.variant == "all" else (args.variant,)
-    if importlib.util.find_spec("huggingface_hub") is None:
-        raise CheckpointError("huggingface_hub is not installed (pip install huggingface_hub); or by hand: "
-                              + missing_weights_message(root, variants[0]))
-    from huggingface_hub import snapshot_download
-
-    try:
-        snapshot_download(STUDENT_REPO, allow_patterns=[f"{v}/*" for v in variants], local_dir=root,
-                          local_files_only=args.local_files_only)
-        snapshot_download(VAE_REPO, allow_patterns=["vae/*"], local_dir=root, local_files_only=args.local_files_only)
-    except Exception as exc:  # network, auth and cache errors come in many types
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"download failed ({detail}); by hand: " + missing_weights_message(root, variants[0])) from None
+    fetch_official(root, variants, args.local_files_only)
     print(f"weights in {root}: {', '.join(variants)} + vae")
     return 0

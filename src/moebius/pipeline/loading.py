@@ -197,6 +197,41 @@ def load_pipeline_parts(path: str | Path, variant: str | None = None, vae: str |
     return PipelineParts(_load_unet(unet_dir), load_vae(vae_dir), DDIMConfig(), chosen)
 
 
+def fetch_official(root: str | Path, variants: tuple[str, ...], local_files_only: bool = False) -> Path:
+    """Download (or, with ``local_files_only``, only look up in the hub cache) the official files into
+    ``root`` in the official layout: ``<root>/<variant>/`` from hf.co/hustvl/Moebius and ``<root>/vae/``
+    from hf.co/hustvl/PixelHacker. Needs the ``huggingface_hub`` package."""
+    import importlib.util
+
+    root = Path(root).expanduser()
+    if importlib.util.find_spec("huggingface_hub") is None:
+        raise CheckpointError("huggingface_hub is not installed (pip install huggingface_hub); or by hand: "
+                              + missing_weights_message(root, variants[0]))
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(STUDENT_REPO, allow_patterns=[f"{v}/*" for v in variants], local_dir=root,
+                          local_files_only=local_files_only)
+        snapshot_download(VAE_REPO, allow_patterns=["vae/*"], local_dir=root, local_files_only=local_files_only)
+    except Exception as exc:  # network, authentication and cache errors come in many types
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"download failed ({detail}); by hand: " + missing_weights_message(root, variants[0])) from None
+    return root
+
+
+def resolve_source(path: str | Path, variant: str | None, local_files_only: bool) -> Path:
+    """A local folder for ``path``; the hub id ``hustvl/Moebius`` (when no such local folder exists) maps to
+    :func:`default_weights_dir`, filled from the hub unless the files are already there."""
+    local = Path(path).expanduser()
+    if local.exists() or str(path) != STUDENT_REPO:
+        return local
+    root = default_weights_dir()
+    wanted = variant or DEFAULT_VARIANT
+    if not (_has_unet(root / wanted) and (root / "vae" / CONFIG_NAME).is_file()):
+        fetch_official(root, (wanted,), local_files_only)
+    return root
+
+
 def save_pipeline(parts: PipelineParts, folder: str | Path) -> Path:
     """Write our layout into a new (or empty) folder, atomically: a temp folder renamed into place."""
     from ..weights.serialization import save_model

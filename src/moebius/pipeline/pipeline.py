@@ -36,7 +36,7 @@ from . import blend, hd, masks
 from ._progress import ProgressBar
 from .ddim import DDIMConfig, strength_start_index
 from .image_io import ImageData, ImageInput, mask_from_alpha, match_mask_size, to_image_data, to_mask_array
-from .loading import PipelineParts, load_pipeline_parts, save_pipeline
+from .loading import PipelineParts, load_pipeline_parts, resolve_source, save_pipeline
 from .noise import NoiseDraws, NoiseSource, resolve_generators
 from .output import InpaintMetadata, InpaintOutput
 from .presets import InpaintPreset, get_preset
@@ -94,10 +94,11 @@ class MoebiusInpaintPipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, variant: str | None = None, vae: str | Path | None = None,
                         device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                        fast: bool = True) -> MoebiusInpaintPipeline:
+                        fast: bool = True, local_files_only: bool = False) -> MoebiusInpaintPipeline:
         """Load the official layout (``<root>/<variant>/diffusion_pytorch_model.bin`` + ``<root>/vae/``) or a
-        folder written by :meth:`save_pretrained`. Missing files raise a CheckpointError naming them."""
-        parts = load_pipeline_parts(path, variant, vae)
+        folder written by :meth:`save_pretrained`. ``"hustvl/Moebius"`` means the hub (cached in
+        ``$MOEBIUS_HOME``; needs ``huggingface_hub``). Missing files raise a CheckpointError naming them."""
+        parts = load_pipeline_parts(resolve_source(path, variant, local_files_only), variant, vae)
         pipe = cls(parts.unet, parts.vae, parts.scheduler_config, variant=parts.variant, fast=fast)
         return pipe.to(device, dtype)
 
