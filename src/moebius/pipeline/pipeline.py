@@ -238,6 +238,9 @@ class MoebiusInpaintPipeline:
                 soft = match_mask_size(soft, data.size, settings.resize_mask, label.replace("image", "mask"))
             hole = masks.binarize(soft, settings.mask_threshold, settings.invert_mask)
             hole = masks.dilate(hole, settings.mask_dilate)
+            coverage = float(hole.mean())
+            if coverage > 0.95 or 0 < coverage < 1e-4:
+                logger.warning("%s: the mask covers %.3g%% of the image", label, 100 * coverage)
             items.append(_Item(data, hole, msk is None))
         return items
 
