@@ -1,0 +1,58 @@
+"""Exponential moving average of a model's whole state: parameters *and* BatchNorm statistics.
+
+The released code averages parameters only, and loading its EMA file resets every BatchNorm's running
+statistics to 0/1 (official-behaviour.md §6.4, §9 item 14). Here the shadow is a copy of the full
+``state_dict``: floating tensors (weights, running means and variances) are averaged, integer ones
+(``num_batches_tracked``) copied, so the EMA is a complete model that ``save_model`` can write and
+``load_official`` can read.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class EMA:
+    """shadow ← decay·shadow + (1 − decay)·current, with the released code's warm-up of the decay.
+
+    decay_n = min(decay, (1 + n) / (10 + n)) after n updates when ``warmup`` is on.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.9999, warmup: bool = True) -> None:
+        self.decay = decay
+        self.warmup = warmup
+        self.num_updates = 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def current_decay(self) -> float:
+        n = self.num_updates
+        return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        decay = self.current_decay()
+        for key, value in model.state_dict().items():
+            shadow = self.shadow[key]
+            if shadow.is_floating_point():
+                shadow.lerp_(value.detach().to(shadow.dtype), 1.0 - decay)
+            else:
+                shadow.copy_(value)
+        self.num_updates += 1
+
+    def copy_to(self, model: nn.Module) -> None:
+        """Load the averaged state into ``model`` (same architecture)."""
+        model.load_state_dict(self.shadow, strict=True)
+
+    def state_dict(self) -> dict[str, object]:
+        return {"shadow": self.shadow, "num_updates": self.num_updates}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        shadow = state["shadow"]
+        assert isinstance(shadow, dict)
+        missing = set(self.shadow) ^ set(shadow)
+        if missing:
+            raise ValueError(f"EMA state does not match the model: {sorted(missing)[:5]}")
+        for key, value in shadow.items():
+            self.shadow[key].copy_(value)
+        self.num_updates = int(state["num_updates"])  # type: ignore[arg-type]

@@ -1,0 +1,426 @@
+"""The training loop: adaptive multi-granularity distillation on accelerate (paper §2-3; official-behaviour.md §6).
+
+One optimizer step, per process (``Trainer.train_step``):
+
+1. A batch of ``data.batch_size`` examples, addressed by global sample keys (``data.py``). Each key seeds a
+   generator for that sample's VAE posterior noise, ε (plus offset noise), timestep and E-LatentLPIPS
+   augmentation, so the run is the same on any number of processes and resumes exactly.
+2. Latents z = E(image), z_m = E(masked image) (scaled); the mask nearest-resized to the latent.
+3. t ~ logit-normal (or uniform); x_t = √ᾱ·z + √(1 − ᾱ)·ε with the DDIM module's SD schedule.
+4. Under bf16 autocast: student and frozen teacher on [x_t | m | z_m] with the same t and category ids.
+5. Losses and adaptive weights (``losses.py``), backward (DDP averages), clip, Muon/AdamW step, EMA.
+
+Launch: ``moebius train CONFIG.yaml`` on one device, ``accelerate launch -m moebius train CONFIG.yaml`` on
+many. The run folder holds ``config.yaml``, ``logs/`` (TensorBoard + ``scalars.jsonl``) and
+``checkpoints/step-XXXXXXXX/`` with ``student/`` (and ``ema/``) loadable by ``moebius.load_official``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from . import _build
+from ._state import capture_rng, load_state, restore_rng, save_state
+from .config import TrainConfig, dump_config
+from .losses import AdaptiveWeighting, feature_kd_loss, mse, predict_x0
+
+logger = logging.getLogger("moebius.train")
+
+CHECKPOINT_PREFIX = "step-"
+
+
+def sample_seed(seed: int, key: int, stream: int = 0) -> int:
+    """A 63-bit seed for sample ``key`` of a run seeded ``seed`` (independent streams per ``stream``)."""
+    words = np.random.SeedSequence([seed, stream, key]).generate_state(2, np.uint32)
+    return int(words[0]) << 31 ^ int(words[1])
+
+
+def find_checkpoints(folder: Path) -> list[Path]:
+    """Complete checkpoints in ``folder``, oldest first."""
+    if not folder.is_dir():
+        return []
+    done = [p for p in folder.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "trainer.json").is_file()]
+    return sorted(done, key=lambda p: p.name)
+
+
+class _ScalarLog:
+    """``scalars.jsonl`` always; TensorBoard events when tensorboardX or tensorboard is installed."""
+
+    def __init__(self, folder: Path, tensorboard: bool) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.jsonl = (folder / "scalars.jsonl").open("a")
+        self.writer = None
+        if tensorboard:
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter  # type: ignore[no-redef]
+                except ImportError:
+                    SummaryWriter = None  # type: ignore[assignment,misc]
+            if SummaryWriter is None:
+                logger.warning("neither tensorboardX nor tensorboard is installed: scalars go to scalars.jsonl only")
+            else:
+                self.writer = SummaryWriter(str(folder))
+
+    def write(self, step: int, scalars: dict[str, float]) -> None:
+        self.jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+        self.jsonl.flush()
+        if self.writer is not None:
+            for name, value in scalars.items():
+                self.writer.add_scalar(name, value, step)
+            self.writer.flush()
+
+    def close(self) -> None:
+        self.jsonl.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Trainer:
+    """Holds everything of a run; ``train()`` runs it to ``run.max_steps`` (or ``stop_at_step``)."""
+
+    def __init__(self, config: TrainConfig, accelerator: Any = None) -> None:
+        try:
+            from accelerate import Accelerator
+        except ImportError:
+            raise ConfigError("training needs accelerate: pip install 'moebius-inpaint[train]'") from None
+        self.config = c = config
+        self.acc = accelerator or Accelerator(mixed_precision=c.mixed_precision)
+        self.device = self.acc.device
+        self.rank, self.world = self.acc.process_index, self.acc.num_processes
+        self.is_main = self.acc.is_main_process
+        self.run_dir = Path(c.run.output_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.history: list[dict[str, float]] = []
+        self.step = 0
+        self.samples_seen = 0
+        resume_from = self._resume_folder()
+
+        # Same seed on every rank while building, so randomly initialised frozen nets agree everywhere.
+        torch.manual_seed(c.run.seed)
+        self.student = _build.build_student(c.model)
+        self.teacher = _build.build_teacher(c.model)
+        self.vae = _build.build_vae_encoder(c.vae)
+        lc = c.loss
+        self.perceptual = _build.build_perceptual(lc.perceptual, lc.perceptual_weight, warn=self.is_main)
+        self.active = [name for name, w in (("task", lc.task_weight), ("output_kd", lc.output_kd_weight),
+                                            ("feature_kd", lc.feature_kd_weight))
+                       if w > 0 and (name == "task" or self.teacher is not None)]
+        if self.perceptual is not None:
+            self.active.append("perceptual")
+        if not self.active:
+            raise ConfigError("no loss is active: set loss.task_weight > 0 (or configure a teacher)")
+
+        if c.model.gradient_checkpointing:
+            from ._modules import enable_gradient_checkpointing, student_checkpoint_blocks
+
+            enable_gradient_checkpointing(self.student, student_checkpoint_blocks())
+        if c.model.sync_batchnorm and self.world > 1:
+            from ._modules import sync_batchnorm
+
+            sync_batchnorm(self.student)
+        self.student.to(self.device)
+        for net in (self.teacher, self.perceptual):
+            if net is not None:
+                net.to(self.device)
+        self.vae.to(self.device)
+        from ..pipeline.ddim import DDIMConfig, scaled_linear_alphas_cumprod
+
+        self.alphas_cumprod = scaled_linear_alphas_cumprod(DDIMConfig()).to(self.device)
+
+        from .ema import EMA
+        from .optim import build_optimizer
+
+        self.optimizer = build_optimizer(self.student, c.optim)
+        self.ema = EMA(self.student, c.ema.decay, c.ema.warmup) if c.ema.enabled else None
+        if resume_from is not None:
+            self._load_checkpoint(resume_from)
+        # Per-rank seed for anything outside the keyed streams (after a resume restored the generators).
+        if resume_from is None:
+            torch.manual_seed(c.run.seed + 1 + self.rank)
+            np.random.seed((c.run.seed + 1 + self.rank) % 2**32)
+
+        self.model = self.acc.prepare(self.student)
+        self.weighting = AdaptiveWeighting(lc, *self._probes(), reduce=self._mean_over_ranks if self.world > 1 else None)
+        self._loader_iter = iter(self._make_loader())
+        self._log = None
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(dump_config(c))
+            self._log = _ScalarLog(self.run_dir / "logs", c.run.tensorboard)
+            logger.info("training on %d process(es), global batch %d, losses: %s%s", self.world, self.global_batch,
+                        ", ".join(self.active), f"; resumed at step {self.step}" if resume_from else "")
+
+    # ------------------------------------------------------------------------------------------------
+    # Setup helpers
+
+    @property
+    def global_batch(self) -> int:
+        return self.config.data.batch_size * self.world
+
+    def _resume_folder(self) -> Path | None:
+        resume = self.config.run.resume
+        found = find_checkpoints(self.ckpt_dir)
+        if resume is None:
+            if found:
+                raise ConfigError(f"{self.run_dir} already holds checkpoints; set run.resume to 'auto' to continue "
+                                  "or choose a new run.output_dir")
+            return None
+        if resume == "auto":
+            return found[-1] if found else None
+        folder = Path(resume)
+        if not (folder / "trainer.json").is_file():
+            raise ConfigError(f"run.resume: {folder} is not a training checkpoint (no trainer.json)")
+        return folder
+
+    def _probes(self) -> tuple[torch.nn.Parameter, torch.nn.Parameter | None]:
+        a = self.config.loss.adaptive
+        output = _build.find_parameter(self.student, a.output_probe, "loss.adaptive.output_probe")
+        feature = None
+        if "feature_kd" in self.active:
+            name = a.feature_probe
+            if name == "auto":
+                name = _build.feature_probe_name(self.student, self.config.loss.feature_pairs[0][0])
+            feature = _build.find_parameter(self.student, name, "loss.adaptive.feature_probe")
+        return output, feature
+
+    def _make_loader(self) -> torch.utils.data.DataLoader:
+        from .data import InpaintingDataset, KeySampler, collect_items
+
+        d = self.config.data
+        dataset = InpaintingDataset(collect_items(d), d, self.config.run.seed)
+        if self.samples_seen % self.global_batch:
+            logger.warning("resuming with a different global batch: the sample stream restarts at a batch boundary")
+        start = self.samples_seen // self.global_batch
+        sampler = KeySampler(d.batch_size, self.rank, self.world, start=start)
+        return torch.utils.data.DataLoader(dataset, batch_size=d.batch_size, sampler=sampler, num_workers=d.num_workers,
+                                           pin_memory=self.device.type == "cuda", persistent_workers=d.num_workers > 0)
+
+    def _mean_over_ranks(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.clone()
+        dist.all_reduce(t)
+        return t / self.world
+
+    # ------------------------------------------------------------------------------------------------
+    # One step
+
+    def _draw(self, keys: torch.Tensor, latent_hw: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Per-sample randomness from each sample's own generator, stacked and moved to the device."""
+        from .elatentlpips import draw_augment_params
+
+        n = self.config.noise
+        h, w = latent_hw
+        out: dict[str, list[torch.Tensor]] = {"vae": [], "eps": [], "u": [], "aug": []}
+        for key in keys.tolist():
+            g = torch.Generator().manual_seed(sample_seed(self.config.run.seed, key))
+            out["vae"].append(torch.randn(2, 4, h, w, generator=g))
+            eps = torch.randn(4, h, w, generator=g)
+            out["eps"].append(eps + n.noise_offset * torch.randn(4, 1, 1, generator=g))
+            out["u"].append(torch.randn((), generator=g) if n.timesteps == "logit_normal" else torch.rand((), generator=g))
+            out["aug"].append(draw_augment_params(g))
+        return {k: torch.stack(v).to(self.device) for k, v in out.items()}
+
+    @torch.no_grad()
+    def _encode(self, images: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        """Images (N, 3, H, W) -> scaled latents (N, 4, h, w) float32 (NaNs zeroed, as the released code)."""
+        cfg = self.vae.config
+        posterior = self.vae.encode(images.to(next(self.vae.parameters()).dtype))
+        z = posterior.sample(noise=noise) if noise is not None else posterior.mode()
+        if cfg.shift_factor is not None:
+            z = z - cfg.shift_factor
+        return torch.nan_to_num(z.float() * cfg.scaling_factor)
+
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Forward both networks on one micro-batch; -> (total loss, detached log scalars)."""
+        c = self.config
+        images = batch["image"].to(self.device)
+        masked = batch["masked_image"].to(self.device)
+        b = images.shape[0]
+        f = self.vae.config.downsample_factor
+        hw = (images.shape[2] // f, images.shape[3] // f)
+        draws = self._draw(batch["key"], hw)
+
+        vae_noise = torch.cat([draws["vae"][:, 0], draws["vae"][:, 1]]) if c.vae.sample_posterior else None
+        latents = self._encode(torch.cat([images, masked]), vae_noise)
+        z, z_masked = latents[:b], latents[b:]
+        mask = F.interpolate(batch["mask"].to(self.device), size=hw, mode="nearest")
+        steps = self.alphas_cumprod.shape[0]
+        if c.noise.timesteps == "logit_normal":
+            t = torch.sigmoid(c.noise.logit_mean + c.noise.logit_std * draws["u"]) * steps
+        else:
+            t = draws["u"] * steps
+        t = t.floor().long().clamp(0, steps - 1)
+        alpha_bar = self.alphas_cumprod[t]
+        eps = draws["eps"]
+        a = alpha_bar.reshape(-1, 1, 1, 1)
+        x_t = a.sqrt() * z + (1 - a).sqrt() * eps
+        inputs = torch.cat([x_t, mask, z_masked], dim=1)
+        ids = batch["input_ids"].to(self.device)
+
+        with self.acc.autocast():
+            student = self.model(inputs, t, ids, return_block_outputs=True)
+            teacher = None
+            if self.teacher is not None:
+                with torch.no_grad():
+                    teacher = self.teacher(inputs, t, ids, return_block_outputs=True)
+        losses: dict[str, torch.Tensor] = {}
+        if "task" in self.active:
+            losses["task"] = mse(student.sample, eps)
+        if "output_kd" in self.active:
+            losses["output_kd"] = mse(student.sample, teacher.sample)
+        if "feature_kd" in self.active:
+            try:
+                losses["feature_kd"] = feature_kd_loss(student.block_outputs, teacher.block_outputs, c.loss.feature_pairs)
+            except (ValueError, IndexError) as exc:
+                raise ConfigError(f"loss.feature_pairs: {exc}; pick blocks of equal shape (student 2 and teacher 5 "
+                                  "for the official presets)") from None
+        if "perceptual" in self.active:
+            p = c.loss.perceptual
+            x0 = predict_x0(x_t, student.sample, alpha_bar)
+            if p.official_x0_reference:
+                rounded = x_t.bfloat16() if c.mixed_precision == "bf16" else x_t
+                ref = predict_x0(rounded, eps, alpha_bar)
+            else:
+                ref = z
+            if p.official_double_scaling:
+                x0, ref = x0 * self.vae.config.scaling_factor, ref * self.vae.config.scaling_factor
+            with self.acc.autocast():
+                score = self.perceptual(x0, ref, draws["aug"] if p.ensembling else None, add_l1=p.add_l1)
+            losses["perceptual"] = score.float().mean()
+
+        total, logs = self.weighting(losses)
+        logs = {**{f"loss/{k}": v.detach() for k, v in losses.items()}, "loss/total": total.detach(),
+                **{f"adaptive/{k}": v for k, v in logs.items()}, "t_mean": t.float().mean()}
+        return total, logs
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step (with ``gradient_accumulation_steps`` micro-batches); -> the step's scalars."""
+        from .optim import set_lr
+
+        o = self.config.optim
+        start = time.perf_counter()
+        factor = set_lr(self.optimizer, self.step, o)
+        sums: dict[str, torch.Tensor] = {}
+        for micro in range(o.gradient_accumulation_steps):
+            batch = next(self._loader_iter)
+            last = micro == o.gradient_accumulation_steps - 1
+            sync = contextlib.nullcontext() if last or self.world == 1 else self.acc.no_sync(self.model)
+            with sync:
+                total, logs = self.compute_loss(batch)
+                self.acc.backward(total / o.gradient_accumulation_steps)
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0) + v.float() / o.gradient_accumulation_steps
+        params = [p for p in self.student.parameters() if p.requires_grad]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, o.max_grad_norm if o.max_grad_norm > 0 else math.inf)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.samples_seen += self.global_batch * o.gradient_accumulation_steps
+        if self.ema is not None and self.step % self.config.ema.every == 0:
+            self.ema.update(self.student)
+        sums["grad_norm"] = grad_norm.detach().float()
+        names = sorted(sums)
+        values = torch.stack([sums[k].to(self.device) for k in names])
+        if self.world > 1:
+            values = self._mean_over_ranks(values)
+        scalars = dict(zip(names, values.tolist()))
+        elapsed = time.perf_counter() - start
+        scalars["lr"] = o.lr * factor
+        scalars["throughput/images_per_s"] = self.global_batch * o.gradient_accumulation_steps / elapsed
+        return scalars
+
+    def train(self, stop_at_step: int | None = None) -> dict[str, Any]:
+        """Run to ``run.max_steps`` (or stop early at ``stop_at_step``, checkpointing there)."""
+        r = self.config.run
+        target = r.max_steps if stop_at_step is None else min(stop_at_step, r.max_steps)
+        last_saved = None
+        try:
+            while self.step < target:
+                scalars = self.train_step()
+                self.history.append({"step": self.step, **scalars})
+                if self.is_main and (self.step % r.log_every == 0 or self.step == target):
+                    self._log.write(self.step, scalars)
+                    logger.info("step %d  loss %.4f  %s", self.step, scalars["loss/total"],
+                                "  ".join(f"{k.split('/')[-1]} {v:.3g}" for k, v in scalars.items() if k.startswith("adaptive/w_")))
+                if self.step % r.save_every == 0 or self.step == target:
+                    last_saved = self.save_checkpoint()
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+        return {"step": self.step, "run_dir": str(self.run_dir), "checkpoint": str(last_saved) if last_saved else None,
+                "last": self.history[-1] if self.history else {}}
+
+    # ------------------------------------------------------------------------------------------------
+    # Checkpoints
+
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/step-XXXXXXXX`` atomically (temp folder, then rename) and prune old ones."""
+        from ..weights.serialization import save_folder, save_model
+
+        name = f"{CHECKPOINT_PREFIX}{self.step:08d}"
+        final, tmp = self.ckpt_dir / name, self.ckpt_dir / f".{name}.tmp"
+        if self.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        self.acc.wait_for_everyone()
+        if self.is_main:
+            save_model(self.student, tmp / "student")
+            if self.ema is not None:
+                save_folder(self.ema.shadow, self.student.config, tmp / "ema")
+            save_state(tmp, "optimizer", self.optimizer.state_dict())
+        save_state(tmp, f"rng-rank{self.rank}", capture_rng())
+        self.acc.wait_for_everyone()
+        if self.is_main:
+            meta = {"step": self.step, "samples_seen": self.samples_seen, "world_size": self.world,
+                    "ema_updates": self.ema.num_updates if self.ema is not None else None}
+            (tmp / "trainer.json").write_text(json.dumps(meta, indent=2) + "\n")
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            keep = self.config.run.keep_last
+            if keep:
+                for old in find_checkpoints(self.ckpt_dir)[:-keep]:
+                    shutil.rmtree(old, ignore_errors=True)
+            logger.info("saved %s", final)
+        self.acc.wait_for_everyone()
+        return final
+
+    def _load_checkpoint(self, folder: Path) -> None:
+        from ..weights.official import read_state_dict
+
+        meta = json.loads((folder / "trainer.json").read_text())
+        self.student.load_state_dict(read_state_dict(folder / "student" / "model.safetensors"), strict=True)
+        self.optimizer.load_state_dict(load_state(folder, "optimizer"))
+        if self.ema is not None:
+            if (folder / "ema").is_dir():
+                self.ema.load_state_dict({"shadow": read_state_dict(folder / "ema" / "model.safetensors"),
+                                          "num_updates": meta["ema_updates"]})
+            else:
+                logger.warning("%s has no EMA; the EMA restarts from the current weights", folder)
+        self.step, self.samples_seen = int(meta["step"]), int(meta["samples_seen"])
+        rng = folder / f"rng-rank{self.rank}.json"
+        if rng.is_file() and meta["world_size"] == self.world:
+            restore_rng(load_state(folder, f"rng-rank{self.rank}"))
+        else:
+            logger.warning("no RNG state for rank %d in %s; keyed sample streams are unaffected", self.rank, folder)
+
+
+def train(config: TrainConfig, stop_at_step: int | None = None) -> dict[str, Any]:
+    """Build a :class:`Trainer` from ``config`` and run it. -> summary dict (final step, checkpoint, last scalars)."""
+    return Trainer(config).train(stop_at_step=stop_at_step)
