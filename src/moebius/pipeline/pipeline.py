@@ -139,12 +139,12 @@ class MoebiusInpaintPipeline:
     def _build_fast_unet(self) -> nn.Module:
         from ..models.fast import optimize_for_inference
 
-        dtype = self.dtype
-        if dtype == torch.float32:
-            return optimize_for_inference(self.unet)
-        # Fold the BatchNorms in float32, then cast: folding in half precision would round twice, and
-        # the folded layers are created in float32 anyway.
-        return optimize_for_inference(copy.deepcopy(self.unet).float()).to(dtype)
+        device, dtype = self.device, self.dtype
+        # Fold the BatchNorms in float32, then cast: folding in half precision would round twice. The
+        # final .to() also matters at float32: the folded layers are built with torch's default device
+        # and dtype (CPU, float32), not the source model's.
+        source = self.unet if dtype == torch.float32 else copy.deepcopy(self.unet).float()
+        return optimize_for_inference(source).to(device=device, dtype=dtype)
 
     @property
     def size_multiple(self) -> int:
