@@ -225,8 +225,9 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
         rest = [a for a in args if a is not type(None)]
         return _coerce(value, rest[0], path)
     if origin is Literal:
-        if isinstance(value, bool) and ("off" if not value else "on") in args:
-            value = "off" if not value else "on"  # YAML 1.1 reads a bare off/on as a boolean
+        if isinstance(value, bool):  # YAML 1.1 reads a bare no/off (yes/on) as a boolean
+            words = [w for w in (("yes", "on") if value else ("no", "off")) if w in args]
+            value = words[0] if words else value
         if value not in args:
             raise ConfigError(f"{path}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value

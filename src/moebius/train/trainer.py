@@ -100,7 +100,9 @@ class Trainer:
         except ImportError:
             raise ConfigError("training needs accelerate: pip install 'moebius-inpaint[train]'") from None
         self.config = c = config
-        self.acc = accelerator or Accelerator(mixed_precision=c.mixed_precision)
+        # Without a GPU, accelerate only forms a process group (gloo) when told it runs on CPU.
+        on_cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
+        self.acc = accelerator or Accelerator(mixed_precision=c.mixed_precision, cpu=on_cpu)
         self.device = self.acc.device
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         self.is_main = self.acc.is_main_process
