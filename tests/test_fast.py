@@ -86,3 +86,9 @@ def test_bf16_fast_path_stays_close_to_fp32():
         low = fast.to(torch.bfloat16)(x.bfloat16(), 300, IDS)
     assert low.dtype == torch.bfloat16
     assert (low.float() - ref).abs().max().item() < 0.05 * ref.abs().max().item()
+
+
+def test_fast_copy_keeps_the_model_dtype():
+    model = create_model("moebius-tiny").eval().to(torch.bfloat16)
+    fast = optimize_for_inference(model)
+    assert {p.dtype for p in fast.parameters()} == {torch.bfloat16}

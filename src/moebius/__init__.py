@@ -14,8 +14,10 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "InpaintOutput",
     "InputError",
     "MoebiusError",
+    "MoebiusInpaintPipeline",
     "__version__",
     "create_model",
     "list_models",
@@ -23,6 +25,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "InpaintOutput": ("moebius.pipeline.output", "InpaintOutput"),
+    "MoebiusInpaintPipeline": ("moebius.pipeline.pipeline", "MoebiusInpaintPipeline"),
     "create_model": ("moebius.models._registry", "create_model"),
     "list_models": ("moebius.models._registry", "list_models"),
     "load_official": ("moebius.weights.official", "load_official"),
@@ -30,6 +34,8 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from .models._registry import create_model, list_models
+    from .pipeline.output import InpaintOutput
+    from .pipeline.pipeline import MoebiusInpaintPipeline
     from .weights.official import load_official
 
 

@@ -269,7 +269,9 @@ def optimize_for_inference(model: nn.Module, channels_last: bool = True) -> nn.M
     The copy computes the same function as ``model.eval()`` up to float rounding. It has no BatchNorm
     left, so it cannot be trained or saved as an official checkpoint; keep ``model`` for that.
     """
-    fast = copy.deepcopy(model).eval()
+    source = next(model.parameters())
+    # Fold in float32 whatever the model's dtype, then return the copy in the model's dtype and device.
+    fast = copy.deepcopy(model).eval().float()
 
     def swap(parent: nn.Module) -> None:
         for name, child in parent.named_children():
@@ -282,6 +284,7 @@ def optimize_for_inference(model: nn.Module, channels_last: bool = True) -> nn.M
     with torch.no_grad():
         swap(fast)
     fast.requires_grad_(False)
+    fast = fast.to(device=source.device, dtype=source.dtype)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
     return fast

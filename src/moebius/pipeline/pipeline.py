@@ -18,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import copy
 import logging
 import sys
 from dataclasses import dataclass
@@ -139,12 +138,8 @@ class MoebiusInpaintPipeline:
     def _build_fast_unet(self) -> nn.Module:
         from ..models.fast import optimize_for_inference
 
-        device, dtype = self.device, self.dtype
-        # Fold the BatchNorms in float32, then cast: folding in half precision would round twice. The
-        # final .to() also matters at float32: the folded layers are built with torch's default device
-        # and dtype (CPU, float32), not the source model's.
-        source = self.unet if dtype == torch.float32 else copy.deepcopy(self.unet).float()
-        return optimize_for_inference(source).to(device=device, dtype=dtype)
+        # Folds in float32 and returns the copy in the U-Net's own device and dtype.
+        return optimize_for_inference(self.unet)
 
     @property
     def size_multiple(self) -> int:
