@@ -238,3 +238,15 @@ def test_config_errors_name_the_key(tmp_path):
 def test_recipes_load():
     for path in sorted((REPO / "configs").glob("*.yaml")):
         load_config(path)
+
+
+def test_gradient_checkpointing_does_not_change_the_run(tmp_path):
+    from moebius.train.trainer import Trainer
+
+    runs = []
+    for flag in ("false", "true"):
+        trainer = Trainer(tiny_config(tmp_path, "run.max_steps=2", f"model.gradient_checkpointing={flag}", run=flag))
+        trainer.train()
+        runs.append(trainer)
+    for (name, a), b in zip(runs[0].student.state_dict().items(), runs[1].student.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Iterator
-
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -64,24 +62,35 @@ def sync_batchnorm(model: nn.Module) -> int:
     return n
 
 
-@contextlib.contextmanager
-def _frozen_statistics(module: nn.Module) -> Iterator[None]:
-    """While recomputing a checkpointed block, use batch statistics without updating the running ones."""
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    for m in norms:
-        m.track_running_stats = False
-    try:
-        yield
-    finally:
-        for m in norms:
-            m.track_running_stats = True
+class _FrozenStatistics:
+    """While recomputing a checkpointed block, leave BatchNorm running statistics as they are.
+
+    Momentum 0 keeps the running mean and variance exactly (the recomputation must save the same tensors
+    as the forward, so the statistics path itself stays on); the step counter is put back afterwards.
+    Re-enterable: a block is recomputed once per backward pass through it.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.norms = [m for m in module.modules()
+                      if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        self.saved: list[tuple[float | None, torch.Tensor]] = []
+
+    def __enter__(self) -> None:
+        self.saved = [(m.momentum, m.num_batches_tracked.clone()) for m in self.norms]
+        for m in self.norms:
+            m.momentum = 0.0
+
+    def __exit__(self, *exc: object) -> None:
+        for m, (momentum, count) in zip(self.norms, self.saved):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(count)
 
 
 def _checkpointed_forward(module: nn.Module, inner, *args, **kwargs):
     if not (module.training and torch.is_grad_enabled()):
         return inner(*args, **kwargs)
     return checkpoint(inner, *args, use_reentrant=False,
-                      context_fn=lambda: (contextlib.nullcontext(), _frozen_statistics(module)), **kwargs)
+                      context_fn=lambda: (contextlib.nullcontext(), _FrozenStatistics(module)), **kwargs)
 
 
 def enable_gradient_checkpointing(model: nn.Module, block_types: tuple[type, ...]) -> int:
