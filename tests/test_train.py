@@ -250,3 +250,17 @@ def test_gradient_checkpointing_does_not_change_the_run(tmp_path):
         runs.append(trainer)
     for (name, a), b in zip(runs[0].student.state_dict().items(), runs[1].student.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_teacher_free_training_of_a_teacher_shaped_network(tmp_path):
+    import moebius
+    from moebius.train.trainer import Trainer
+
+    overrides = "{block_out_channels: [8, 16, 16, 16], heads: 2, norm_num_groups: 4, cross_attention_dim: 8, encoder_hid_dim: 8}"
+    config = tiny_config(tmp_path, "model.teacher=null", "model.student=pixelhacker-tiny",
+                         f"model.student_overrides={overrides}", "model.gradient_checkpointing=true", "run.max_steps=2")
+    trainer = Trainer(config)
+    trainer.train()
+    loaded = moebius.load_official(tmp_path / "run" / "checkpoints" / "step-00000002" / "student")
+    assert type(loaded.config).family == "pixelhacker"
+    assert all(math.isfinite(h["loss/task"]) for h in trainer.history)

@@ -26,8 +26,11 @@ def _preset_config(preset: str, overrides: dict[str, Any], key: str) -> Any:
     return config_from_dict({**base, **overrides})
 
 
-def build_denoiser(preset: str, overrides: dict[str, Any], weights: str | None, kind: str, key: str) -> nn.Module:
-    """A preset (with overrides) freshly initialised, or a checkpoint loaded with its own config."""
+def build_denoiser(preset: str, overrides: dict[str, Any], weights: str | None, kind: str | None, key: str) -> nn.Module:
+    """A preset (with overrides) freshly initialised, or a checkpoint loaded with its own config.
+
+    ``kind`` ("moebius" / "pixelhacker") is required of the result; None accepts either family.
+    """
     from ..models.families import get_family
 
     if weights is not None:
@@ -37,13 +40,14 @@ def build_denoiser(preset: str, overrides: dict[str, Any], weights: str | None, 
 
         return load_official(weights, kind=kind)
     config = _preset_config(preset, overrides, f"{key}_overrides")
-    if type(config).family != get_family(kind).config_cls.family:
+    family = type(config).family
+    if kind is not None and family != get_family(kind).config_cls.family:
         raise ConfigError(f"{key}: preset {preset!r} is not a {kind} model")
-    return get_family(kind).build(config)
+    return get_family(family).build(config)
 
 
 def build_student(config: ModelConfig) -> nn.Module:
-    return build_denoiser(config.student, config.student_overrides, config.student_weights, "moebius", "model.student").train()
+    return build_denoiser(config.student, config.student_overrides, config.student_weights, None, "model.student").train()
 
 
 def build_teacher(config: ModelConfig) -> nn.Module | None:
@@ -103,6 +107,12 @@ def feature_probe_name(student: nn.Module, index: int) -> str:
     if getattr(block, sampler, None) is not None:
         return f"{prefix}.{sampler}.0.conv.weight"
     return f"{prefix}.attentions.{len(block.attentions) - 1}.proj_out.weight"
+
+
+def output_probe_name(student: nn.Module) -> str:
+    """θ_F of the paper: the last weight before the ε output."""
+    names = dict(student.named_parameters())
+    return "diff_model.conv_out.conv_pw.weight" if "diff_model.conv_out.conv_pw.weight" in names else "diff_model.conv_out.weight"
 
 
 def find_parameter(model: nn.Module, name: str, key: str) -> nn.Parameter:

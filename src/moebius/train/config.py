@@ -43,7 +43,9 @@ class RunConfig:
 class ModelConfig:
     """The student (trained), the teacher (frozen; null for teacher-free training) and memory options."""
 
-    student: str = "moebius"  # preset name, used when student_weights is null
+    # Preset name, used when student_weights is null. Any registered preset: "moebius", "moebius-tiny", or a
+    # PixelHacker preset to train a teacher-shaped network (teacher-free).
+    student: str = "moebius"
     student_overrides: dict[str, Any] = field(default_factory=dict)  # config fields replaced on the preset
     # Fine-tuning: an official diffusion_pytorch_model.bin, or one of our folders (config.json +
     # model.safetensors, e.g. a training checkpoint's student/). Its config replaces the preset's.
@@ -106,7 +108,9 @@ class AdaptiveConfig:
     # "paper": squared norm ratios, W_C balances L_C_KD against the whole output group;
     # "official": plain ratios with eps and clamps, W_C from the task loss only; "off": all weights 1.
     mode: Literal["paper", "official", "off"] = "official"
-    output_probe: str = "diff_model.conv_out.conv_pw.weight"  # θ_F: the final output layer
+    # θ_F, the final output layer: "auto" = diff_model.conv_out.conv_pw.weight (the student's pointwise conv),
+    # or diff_model.conv_out.weight for a PixelHacker-shaped network trained teacher-free.
+    output_probe: str = "auto"
     feature_probe: str = "auto"  # θ_C: "auto" = the last layer producing the student's KD feature
     eps_output: float = 1e-6  # added to the denominator norm (official) or squared norm (paper)
     eps_feature: float = 1e-4

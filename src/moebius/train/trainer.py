@@ -192,7 +192,8 @@ class Trainer:
 
     def _probes(self) -> tuple[torch.nn.Parameter, torch.nn.Parameter | None]:
         a = self.config.loss.adaptive
-        output = _build.find_parameter(self.student, a.output_probe, "loss.adaptive.output_probe")
+        name = _build.output_probe_name(self.student) if a.output_probe == "auto" else a.output_probe
+        output = _build.find_parameter(self.student, name, "loss.adaptive.output_probe")
         feature = None
         if "feature_kd" in self.active:
             name = a.feature_probe
