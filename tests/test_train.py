@@ -264,3 +264,31 @@ def test_teacher_free_training_of_a_teacher_shaped_network(tmp_path):
     loaded = moebius.load_official(tmp_path / "run" / "checkpoints" / "step-00000002" / "student")
     assert type(loaded.config).family == "pixelhacker"
     assert all(math.isfinite(h["loss/task"]) for h in trainer.history)
+
+
+def test_train_command(tmp_path, capsys):
+    import argparse
+
+    from moebius.cli.train import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command", required=True))
+    images = write_images(tmp_path / "images")
+
+    def run(*argv):
+        args = parser.parse_args(["train", str(TINY_CONFIG), "--set", f"data.image_dirs=[{images}]", *argv])
+        return args.run(args)
+
+    assert run("--print-config", "--max-steps", "7") == 0
+    assert "max_steps: 7" in capsys.readouterr().out
+    out = tmp_path / "cli"
+    assert run("--output-dir", str(out), "--max-steps", "4", "--stop-at-step", "2",
+               "--set", "optim.gradient_accumulation_steps=2") == 0
+    assert "stopped at step 2" in capsys.readouterr().out
+    assert run("--output-dir", str(out), "--max-steps", "4", "--set", "optim.gradient_accumulation_steps=2") == 0
+    rows = [json.loads(line) for line in (out / "logs" / "scalars.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        run("--output-dir", str(out), "--resume", "none")
+    with pytest.raises(ConfigError, match="optim.lrr"):
+        run("--set", "optim.lrr=1")
