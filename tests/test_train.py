@@ -189,7 +189,7 @@ def test_teacher_free_and_missing_perceptual_weights_warn_once(tmp_path, caplog)
     from moebius.train.trainer import Trainer
 
     config = tiny_config(tmp_path, "model.teacher=null", "run.max_steps=3", "loss.perceptual_weight=0.5",
-                         f"loss.perceptual.weights={tmp_path / 'absent.pth'}")
+                         f"loss.perceptual.weights={tmp_path / 'absent.pth'}", "run.tensorboard=true")
     with caplog.at_level(logging.WARNING, logger="moebius.train"):
         trainer = Trainer(config)
         trainer.train()
@@ -197,6 +197,10 @@ def test_teacher_free_and_missing_perceptual_weights_warn_once(tmp_path, caplog)
     assert len(notes) == 1 and "WITHOUT" in notes[0].getMessage()
     assert trainer.active == ["task"]
     assert all(math.isfinite(h["loss/task"]) for h in trainer.history)
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboardX") or importlib.util.find_spec("tensorboard"):
+        assert list((tmp_path / "run" / "logs").glob("events.out.tfevents*"))
 
 
 def test_perceptual_loss_with_local_weights_and_finetune(tmp_path):

@@ -183,3 +183,24 @@ def test_elatentlpips_loads_the_released_layout(tmp_path):
     torch.save(state, tmp_path / "broken.pth")
     with pytest.raises(CheckpointError, match="lin0.model.1.weight"):
         load_elatentlpips(tmp_path / "broken.pth")
+
+
+def test_full_size_kd_pair_probes_and_muon_split():
+    """On the meta device (no memory, no compute): the released shapes, probes and parameter split (spec §6.2-6.3)."""
+    from moebius.models import get_config
+    from moebius.models.families import get_family
+    from moebius.train._build import feature_probe_name, output_probe_name
+    from moebius.train.optim import split_parameters
+
+    with torch.device("meta"):
+        student = get_family("moebius").build(get_config("moebius"))
+        teacher = get_family("pixelhacker").build(get_config("pixelhacker"))
+        x, ids = torch.empty(1, 9, 64, 64), torch.zeros(1, 10, dtype=torch.long)
+        s = student(x, torch.tensor([5]), ids, return_block_outputs=True).block_outputs[2]
+        t = teacher(x, torch.tensor([5]), ids, return_block_outputs=True).block_outputs[5]
+    assert tuple(s.shape) == tuple(t.shape) == (1, 1280, 16, 16)
+    assert feature_probe_name(student, 2) == "diff_model.down_blocks.2.attentions.1.proj_out.weight"
+    assert output_probe_name(student) == "diff_model.conv_out.conv_pw.weight"
+    muon, adamw = split_parameters(student, OptimConfig().adamw_names)
+    assert (len(muon), sum(p.numel() for p in muon)) == (288, 225_511_736)
+    assert (len(adamw), sum(p.numel() for p in adamw)) == (543, 529_795)
