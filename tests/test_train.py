@@ -68,6 +68,14 @@ def test_distillation_trains_and_logs(tmp_path):
     for (name, a), b in zip(trainer.student.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name
     assert (tmp_path / "run" / "config.yaml").is_file()
+    # ... and so does the pipeline, with the checkpoint folder as root and student/ (or ema/) as the variant.
+    from moebius.models.vae import TINY_VAE_CONFIG, AutoencoderKL
+    from moebius.pipeline.loading import save_vae
+
+    save_vae(AutoencoderKL(TINY_VAE_CONFIG), tmp_path / "vae")
+    pipe = moebius.MoebiusInpaintPipeline.from_pretrained(tmp_path / "run" / "checkpoints" / "step-00000030",
+                                                         variant="student", vae=tmp_path / "vae")
+    assert torch.equal(pipe.unet.state_dict()["embedding_layer.weight"], trainer.student.embedding_layer.weight)
     after = _losses_on(trainer, held_out)
 
     rows = [json.loads(line) for line in (tmp_path / "run" / "logs" / "scalars.jsonl").read_text().splitlines()]
