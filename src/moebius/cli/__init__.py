@@ -1,4 +1,5 @@
-"""The ``moebius`` command line: ``inpaint``, ``batch``, ``convert``, ``download``, ``doctor``.
+"""The ``moebius`` command line: ``inpaint``, ``batch``, ``convert``, ``download``, ``doctor``, ``train``,
+``gen-masks``.
 
 Command modules import only the standard library at module level; torch and the models are imported
 when a command runs, so ``moebius --help`` stays fast.
@@ -28,11 +29,12 @@ def _build_parser() -> argparse.ArgumentParser:
     convert.add_argument("output", help="a new folder (from official) or a new .bin path (from a folder)")
     convert.set_defaults(run=_run_convert)
 
-    from . import batch, inpaint, weights
+    from . import batch, inpaint, train, weights
 
     inpaint.add_parser(commands)
     batch.add_parser(commands)
     weights.add_parsers(commands)
+    train.register(commands)
     return parser
 
 
