@@ -280,6 +280,27 @@ def test_cli_benchmark_refuses_fid_on_a_subset(dataset):
         _cli(["--benchmark", "places2-small", "--data-root", str(root), "--method", "identity", "-o", str(dataset / "o")])
 
 
+def test_cli_runs_a_moebius_pipeline_as_the_method(dataset, tmp_path):
+    import torch
+
+    from moebius import create_model
+    from moebius.models.vae import AutoencoderKL, VAEConfig
+    from moebius.pipeline import MoebiusInpaintPipeline
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        pipe = MoebiusInpaintPipeline(create_model("moebius-tiny"), AutoencoderKL(
+            VAEConfig(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4)))
+    pipe.save_pretrained(tmp_path / "tiny")
+    out = tmp_path / "report"
+    assert _cli(["--images", str(dataset / "images"), "--masks", str(dataset / "masks"), "--method", "moebius",
+                 "--weights", str(tmp_path / "tiny"), "--steps", "1", "--metrics", "psnr,l1", "--limit", "2",
+                 "--save-predictions", "-o", str(out), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["method"] == "moebius" and "steps=1" in report["method_details"]
+    assert sorted(p.name for p in (out / "predictions").iterdir()) == ["im0.png", "im1.png"]
+
+
 def test_cli_lists_benchmarks(capsys):
     assert _cli(["--list-benchmarks"]) == 0
     assert "celebahq-512" in capsys.readouterr().out

@@ -126,12 +126,18 @@ def _config(args: argparse.Namespace, benchmark=None, **overrides):
 
 
 def _make_method(args: argparse.Namespace):
-    def make(name: str):
-        if name == "moebius":
-            return _moebius_inpainter(args)
-        from ..eval.baselines import describe, get_method
+    """``name -> (inpainter, description)``, building each method once (a model is loaded once)."""
+    built: dict[str, tuple] = {}
 
-        return get_method(name), describe(name)
+    def make(name: str):
+        if name not in built:
+            if name == "moebius":
+                built[name] = _moebius_inpainter(args)
+            else:
+                from ..eval.baselines import describe, get_method
+
+                built[name] = (get_method(name), describe(name))
+        return built[name]
 
     return make
 
@@ -144,6 +150,7 @@ def _moebius_inpainter(args: argparse.Namespace):
 
     device = None if args.device == "cpu" else args.device
     pipe = MoebiusInpaintPipeline.from_pretrained(args.weights, variant=args.variant, device=device)
+    pipe.set_progress_bar_config(disable=True)
     options = {"preset": args.preset, "seed": args.seed}
     if args.steps:
         options["num_inference_steps"] = args.steps

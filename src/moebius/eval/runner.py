@@ -12,7 +12,8 @@ Rules (anchors.md §8.7): images and predictions pair by file stem, and any miss
 error listing the names; FID/KID/IDS on fewer images than the benchmark declares is refused unless
 ``allow_subset``, and the report then says it is a subset; an inpainter never sees the hole's pixels
 (they are set to grey before the call). Paired metrics and LPIPS are per image, then averaged; FID, KID
-and IDS are computed over the whole set and again within each bin of at least two images.
+and IDS are computed over the whole set and again within each bin of at least ``min_bin_images`` pairs
+(50 by default; below that their sampling noise swamps any difference).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class EvalConfig:
     lpips_weights: str | None = None
     lpips_backbone: str | None = None
     lpips_head: str | None = None
+    min_bin_images: int = 50  # FID/KID/IDS inside a mask-area bin only from this many pairs (noise below)
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     device: str = "cpu"
@@ -239,7 +241,10 @@ def evaluate(samples: list[Sample], masks: MaskSource, out_dir: Path, config: Ev
         if config.save_predictions:
             pred.save(pred_dir / f"{s.name}.png")
         pred_np = np.asarray(pred)
-        row = _paired_row(s.name, gt_np, pred_np, hole, config, backends, edges)
+        try:
+            row = _paired_row(s.name, gt_np, pred_np, hole, config, backends, edges)
+        except ValueError as exc:  # e.g. an image smaller than the SSIM window
+            raise InputError(f"{s.name}: {exc}") from None
         rows.append(row)
         if backends.inception is not None:
             key = (str(s.image), config.resolution)
@@ -251,12 +256,12 @@ def evaluate(samples: list[Sample], masks: MaskSource, out_dir: Path, config: Ev
             logger.info("%s: %d/%d images", method, k + 1, len(samples))
     real = np.array(real_feats) if real_feats else None
     fake = np.array(fake_feats) if fake_feats else None
-    summary = {"all": _aggregate(rows, real, fake, config, range(len(rows)))}
+    summary = {"all": _aggregate(rows, real, fake, config, range(len(rows)), min_distribution=2)}
     summary["bins"] = []
     for i in range(len(edges) - 1):
         idx = [j for j, r in enumerate(rows) if r["bin"] == i]
         entry = {"label": bin_label(edges, i), "range": [float(edges[i]), float(edges[i + 1])]}
-        entry.update(_aggregate(rows, real, fake, config, idx))
+        entry.update(_aggregate(rows, real, fake, config, idx, min_distribution=config.min_bin_images))
         summary["bins"].append(entry)
     report = {
         "title": title or method,
@@ -305,7 +310,7 @@ def _mean(values: list[float]) -> float | None:
 
 
 def _aggregate(rows: list[dict], real: np.ndarray | None, fake: np.ndarray | None, config: EvalConfig,
-               idx: Sequence[int]) -> dict:
+               idx: Sequence[int], min_distribution: int) -> dict:
     idx = list(idx)
     out: dict[str, Any] = {"n": len(idx)}
     if not idx:
@@ -314,7 +319,7 @@ def _aggregate(rows: list[dict], real: np.ndarray | None, fake: np.ndarray | Non
     for key in ("psnr", "psnr_hole", "ssim", "ssim_hole", "l1", "l1_hole", "lpips"):
         if key in rows[idx[0]]:
             out[key] = _mean([rows[j][key] for j in idx])
-    if real is not None and len(idx) >= 2:
+    if real is not None and len(idx) >= max(2, min_distribution):
         r, f = real[idx], fake[idx]
         if "fid" in config.metrics:
             out["fid"] = M.fid(r, f)
@@ -353,6 +358,8 @@ def _warnings(n: int, config: EvalConfig, subset: bool) -> list[str]:
     if "ids" in config.metrics and n < 2048:
         out.append(f"U-IDS/P-IDS on {n} < 2048 images: the SVM can separate almost any two small sets "
                    "(U-IDS near 0 says little)")
+    if any(m in config.metrics for m in DISTRIBUTION):
+        out.append(f"FID/KID/IDS per mask-area bin only for bins of >= {config.min_bin_images} images")
     if "lpips" in config.metrics and config.lpips_variant == "shift-tolerant":
         out.append("LPIPS is the shift-tolerant variant (ST-LPIPS); it is not comparable with the papers' LPIPS")
     return out
