@@ -1,5 +1,5 @@
 """The ``moebius`` command line: ``inpaint``, ``batch``, ``convert``, ``download``, ``doctor``, ``train``,
-``gen-masks``.
+``gen-masks``, ``eval``.
 
 Command modules import only the standard library at module level; torch and the models are imported
 when a command runs, so ``moebius --help`` stays fast.
@@ -30,11 +30,13 @@ def _build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(run=_run_convert)
 
     from . import batch, inpaint, train, weights
+    from . import eval as eval_command
 
     inpaint.add_parser(commands)
     batch.add_parser(commands)
     weights.add_parsers(commands)
     train.register(commands)
+    eval_command.register(commands)
     return parser
 
 
