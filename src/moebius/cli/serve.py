@@ -1,0 +1,108 @@
+"""``moebius serve``: the HTTP API and the web editor (needs the ``serve`` extra).
+
+Only the standard library is imported at module level; FastAPI, uvicorn and torch load when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import _options
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``serve`` to the ``moebius`` command group."""
+    parser = subparsers.add_parser(
+        "serve", help="start the HTTP API and web editor",
+        description="Serve Moebius over HTTP: the editor at /, the native API under /v1, IOPaint's /api/v1/inpaint "
+                    "and OpenAPI docs at /docs. Binds 127.0.0.1 unless --host says otherwise.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    group = parser.add_argument_group("model")
+    group.add_argument("--weights", metavar="DIR",
+                       help="weights folder (official layout or one written by save_pretrained); default: the "
+                            "bundled default model when installed")
+    group.add_argument("--variant", choices=_options.VARIANTS, help="official checkpoint variant")
+    group.add_argument("--vae", metavar="DIR", help="VAE folder, if not <weights>/vae")
+    group.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
+    group.add_argument("--dtype", default="float32", choices=_options.DTYPES, help="network precision")
+    group.add_argument("--no-fast", action="store_true", help="run the reference U-Net instead of the fast path")
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--max-upload-mb", type=float, default=40.0, help="largest request body, MiB (40)")
+    limits.add_argument("--max-megapixels", type=float, default=50.0, help="largest image, megapixels (50)")
+    limits.add_argument("--max-batch", type=int, default=8, help="most same-size requests merged into one call (8)")
+    limits.add_argument("--batch-wait-ms", type=float, default=10.0,
+                        help="how long an idle queue waits for companions (10)")
+    limits.add_argument("--max-queue", type=int, default=32, help="requests waiting before 503 Busy (32)")
+    limits.add_argument("--timeout", type=float, default=300.0, help="per-request time limit, seconds (300)")
+    access = parser.add_argument_group("access")
+    access.add_argument("--api-key", help="require this key (X-API-Key or Authorization: Bearer); "
+                                          "default: $MOEBIUS_API_KEY, else none")
+    access.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                        help="allow browser calls from this origin (repeatable; CORS is off by default)")
+    access.add_argument("--no-editor", action="store_true", help="serve the API only")
+    parser.set_defaults(run=run)
+
+
+def settings_from_args(args: argparse.Namespace):
+    """Check the arguments (MoebiusError subclasses for a user's mistakes) -> ServeSettings."""
+    import os
+
+    from ..errors import ConfigError, InputError
+
+    try:
+        from ..serve.app import ServeSettings
+    except ImportError as exc:
+        raise ConfigError(f"moebius serve needs the serve extra: pip install 'moebius[serve]' ({exc.name} missing)") \
+            from None
+    if not 0 < args.port < 65536:
+        raise InputError(f"--port must lie in 1..65535, got {args.port}")
+    for flag, value in (("--max-upload-mb", args.max_upload_mb), ("--max-megapixels", args.max_megapixels),
+                        ("--max-batch", args.max_batch), ("--max-queue", args.max_queue), ("--timeout", args.timeout)):
+        if value <= 0:
+            raise InputError(f"{flag} must be positive, got {value}")
+    weights = args.weights
+    if weights is None:
+        weights = _default_model()
+        if weights is None:
+            raise ConfigError("no model to serve: pass --weights DIR (a folder with the Moebius weights); "
+                              "no bundled default model is installed")
+    elif not Path(weights).expanduser().exists():
+        raise InputError(f"--weights {weights}: no such folder")
+    return ServeSettings(
+        weights=str(Path(weights).expanduser()), variant=args.variant, vae=args.vae,
+        device=_options.resolve_device(args.device), dtype=args.dtype, fast=not args.no_fast,
+        max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
+        max_batch=args.max_batch, max_wait_ms=args.batch_wait_ms, max_queue=args.max_queue,
+        request_timeout_s=args.timeout, api_key=args.api_key or os.environ.get("MOEBIUS_API_KEY") or None,
+        cors_origins=tuple(args.cors_origin), editor=not args.no_editor)
+
+
+def _default_model() -> str | None:
+    """The bundled default model's folder, once its issue ships one (``moebius.weights.default_model_dir``)."""
+    try:
+        from ..weights import default_model_dir  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    folder = default_model_dir()
+    return str(folder) if folder is not None and Path(folder).exists() else None
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    from ..errors import ConfigError
+
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError("moebius serve needs uvicorn: pip install 'moebius[serve]'") from None
+    from ..serve.app import _load, create_app
+
+    pipeline = _load(settings)  # fail on bad weights before binding the port
+    app = create_app(settings, pipeline=pipeline)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"moebius serve: editor at http://{host}:{args.port}/  API docs at http://{host}:{args.port}/docs")
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
+    server.run()
+    return 0

@@ -1,0 +1,120 @@
+"""Bytes in, bytes out: decoding uploads under the server's limits, encoding results in the input's format.
+
+The pixel limit is checked from the header before any pixel is decoded, so a small file that claims a
+huge canvas (a decompression bomb) costs nothing. Every failure is an :class:`HTTPProblem` with a 4xx
+status and one line a person can act on.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
+
+from ..errors import InputError
+from ..pipeline.image_io import ImageData, to_image_data, to_mask_array
+
+_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "BMP": "image/bmp", "TIFF": "image/tiff",
+         "GIF": "image/png"}
+_WRITE_AS = {"GIF": "PNG", "MPO": "JPEG"}  # formats we read but answer in another
+
+
+class HTTPProblem(Exception):
+    """A request the server refuses: ``status`` (4xx/5xx), a one-line ``message``, optional headers."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+@dataclass
+class Upload:
+    """A decoded upload: pixels (+ alpha, EXIF, ICC) and the container format it came in."""
+
+    data: ImageData
+    format: str
+
+
+def open_checked(raw: bytes, label: str, max_pixels: int) -> Image.Image:
+    """Open ``raw`` as an image, refuse it if it claims more than ``max_pixels``, then decode it fully."""
+    if not raw:
+        raise HTTPProblem(422, f"{label}: the upload is empty")
+    try:
+        img = Image.open(io.BytesIO(raw))
+    except Image.DecompressionBombError:
+        raise HTTPProblem(413, f"{label}: the image claims far more pixels than the {max_pixels / 1e6:.1f} MP this "
+                               "server accepts (decompression bomb refused)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise HTTPProblem(422, f"{label}: not an image Pillow can read ({_first_line(exc)})") from None
+    width, height = img.size
+    if width * height > max_pixels:
+        raise HTTPProblem(413, f"{label}: {width}x{height} is {width * height / 1e6:.1f} MP; this server accepts "
+                               f"at most {max_pixels / 1e6:.1f} MP")
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise HTTPProblem(422, f"{label}: the image data is damaged or truncated ({_first_line(exc)})") from None
+    return img
+
+
+def decode_image(raw: bytes, max_pixels: int, label: str = "image") -> Upload:
+    img = open_checked(raw, label, max_pixels)
+    fmt = img.format or "PNG"
+    try:
+        return Upload(to_image_data(img, label), fmt)
+    except InputError as exc:
+        raise HTTPProblem(422, str(exc)) from None
+
+
+def decode_mask(raw: bytes, max_pixels: int, label: str = "mask") -> np.ndarray:
+    img = open_checked(raw, label, max_pixels)
+    try:
+        return to_mask_array(img, label)
+    except InputError as exc:
+        raise HTTPProblem(422, str(exc)) from None
+
+
+def check_mask_size(mask: np.ndarray, image: ImageData, resize: bool) -> None:
+    if (mask.shape[1], mask.shape[0]) != image.size and not resize:
+        raise HTTPProblem(422, f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {image.size[0]}x"
+                               f"{image.size[1]}; send a mask of the image's size or set resize_mask=true")
+
+
+def pipeline_input(upload: Upload) -> np.ndarray:
+    """(H, W, 3) or, when the image has alpha, (H, W, 4) uint8: the pipeline keeps the alpha."""
+    data = upload.data
+    return data.rgb if data.alpha is None else np.dstack([data.rgb, data.alpha])
+
+
+def encode(image: Image.Image, upload: Upload, text: dict[str, str] | None = None,
+           quality: int = 95) -> tuple[bytes, str]:
+    """The result in the input's container format, with its EXIF and ICC -> (bytes, media type)."""
+    fmt = _WRITE_AS.get(upload.format, upload.format)
+    if fmt not in _MIME:
+        fmt = "PNG"
+    if fmt == "JPEG" and image.mode != "RGB":
+        image = image.convert("RGB")
+    kwargs: dict[str, Any] = {}
+    if upload.data.exif:
+        kwargs["exif"] = upload.data.exif
+    if upload.data.icc_profile:
+        kwargs["icc_profile"] = upload.data.icc_profile
+    if fmt in ("JPEG", "WEBP"):
+        kwargs["quality"] = quality
+    if fmt == "PNG" and text:
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
+        kwargs["pnginfo"] = info
+    out = io.BytesIO()
+    image.save(out, format=fmt, **kwargs)
+    return out.getvalue(), _MIME[fmt]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -1,0 +1,108 @@
+"""Pydantic models of the server's requests and responses, one per route (anchors §8.5).
+
+The native options are strict (``extra="forbid"``): a misspelled field is a 422 naming it, never a setting
+silently left at its default (IOPaint's web UI lost its HD settings to exactly that; anchors §2.3).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Preset = Literal["default", "official", "portrait"]
+HDStrategy = Literal["crop", "resize", "original"]
+
+
+class InpaintOptions(BaseModel):
+    """Typed options of ``POST /v1/inpaint`` (multipart form fields beside ``image`` and ``mask``).
+
+    Unset fields keep the preset's value (see :class:`moebius.pipeline.InpaintPreset`).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: Preset = "default"
+    num_inference_steps: Optional[int] = Field(None, ge=1, le=200, description="DDIM steps (preset: 20)")
+    guidance_scale: Optional[float] = Field(None, ge=1.0, le=30.0, description="CFG scale; 1 switches CFG off")
+    strength: Optional[float] = Field(None, gt=0.0, le=1.0, description="1.0 = start from pure noise")
+    seed: Optional[int] = Field(None, ge=0, lt=2**63, description="random seed; unset draws one (see X-Seed)")
+    hd_strategy: Optional[HDStrategy] = None
+    crop_margin: Optional[int] = Field(None, ge=0, le=4096)
+    crop_trigger_size: Optional[int] = Field(None, ge=1, le=65536)
+    resize_limit: Optional[int] = Field(None, ge=1, le=65536)
+    mask_threshold: Optional[float] = Field(None, ge=0, le=255)
+    invert_mask: Optional[bool] = None
+    mask_dilate: Optional[int] = Field(None, ge=0, le=512)
+    mask_blur: Optional[float] = Field(None, ge=0, le=256)
+    resize_mask: Optional[bool] = None
+    paste: Optional[Literal["official", "keep_unmasked", "none"]] = None
+    compensate: Optional[bool] = None
+
+    def call_options(self) -> dict:
+        """Pipeline keyword arguments: every set field except ``seed``."""
+        return self.model_dump(exclude_none=True, exclude={"seed"})
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx body: a one-line ``error`` a person can act on."""
+
+    error: str
+    detail: Optional[list] = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    model: str
+    device: str
+    queue_depth: int
+    queue_limit: int
+    requests: int
+    batches: int
+    images_per_batch: float
+
+
+class ModelInfo(BaseModel):
+    name: str
+    family: str
+    variant: Optional[str]
+    device: str
+    dtype: str
+    presets: list[str]
+    size_multiple: int
+
+
+class Models(BaseModel):
+    current: str
+    models: list[ModelInfo]
+
+
+class Progress(BaseModel):
+    state: Literal["queued", "running", "done", "unknown"]
+    step: int = 0
+    total: int = 0
+
+
+class IOPaintInpaintRequest(BaseModel):
+    """IOPaint's ``InpaintRequest`` (iopaint/schema.py), the fields Moebius can honour.
+
+    IOPaint's front-end sends about fifty fields for every model it knows (prompts, samplers, ControlNet...);
+    those are accepted and ignored so existing clients work unchanged, and their names are returned in the
+    ``X-Moebius-Ignored`` header. Values of the fields below are checked strictly.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    image: str = Field(..., description="base64 image (a data: URL prefix is accepted)")
+    mask: str = Field(..., description="base64 mask, 255 = inpaint")
+    hd_strategy: Literal["Original", "Resize", "Crop", "original", "resize", "crop"] = "Crop"
+    hd_strategy_crop_margin: int = Field(128, ge=0, le=4096)
+    hd_strategy_crop_trigger_size: int = Field(800, ge=1, le=65536)
+    hd_strategy_resize_limit: int = Field(1280, ge=1, le=65536)
+    sd_steps: Optional[int] = Field(None, ge=1, le=200)
+    sd_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0)
+    sd_strength: Optional[float] = Field(None, gt=0.0, le=1.0)
+    sd_seed: int = Field(-1, ge=-1, lt=2**63, description="-1 draws a random seed")
+    sd_mask_blur: Optional[float] = Field(None, ge=0, le=256)
+    sd_keep_unmasked_area: bool = True
+    sd_match_histograms: bool = False
