@@ -122,7 +122,9 @@ def test_health_models_docs_and_editor(client):
     assert {"image", "mask", "seed", "hd_strategy"} <= set(form["properties"])
     page = client.get("/")
     assert page.status_code == 200 and "<canvas" in page.text.lower()
-    assert "http" not in page.text.split("<body", 1)[1].split("xmlns")[0].lower().replace("http-equiv", "")
+    for asset in ("/", "/editor.js", "/editor.css"):  # everything ships in the package: no CDN, no remote URL
+        text = client.get(asset).text
+        assert client.get(asset).status_code == 200 and "http://" not in text and "https://" not in text
 
 
 # ----------------------------------------------------------------------------------------------------

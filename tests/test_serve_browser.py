@@ -1,0 +1,117 @@
+"""The web editor in real headless Chromium (Debian's /usr/bin/chromium driven by Playwright; no browser is
+downloaded): load the page, open an image, paint a stroke, run the tiny random-weight pipeline, and check the
+result differs inside the stroke and nowhere else. A screenshot is saved to $MOEBIUS_ARTIFACTS (default: the
+test's tmp folder). Skipped without Playwright or Chromium. Loopback only.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+pytest.importorskip("fastapi")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = os.environ.get("MOEBIUS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+
+pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None and not Path(CHROMIUM).is_file(),
+                                reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    import uvicorn
+
+    from moebius.serve import ServeSettings, create_app
+    from test_pipeline import tiny_pipeline
+
+    app = create_app(ServeSettings(max_wait_ms=0), pipeline=tiny_pipeline())
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(30)
+
+
+def artifacts_dir(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("MOEBIUS_ARTIFACTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def from_data_url(url: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")).astype(int)
+
+
+def test_editor_paints_runs_and_changes_only_the_stroke(server_url, tmp_path):
+    from test_pipeline import scene
+
+    rgb, _ = scene(256, 192, seed=2)
+    source = tmp_path / "photo.png"
+    Image.fromarray(rgb).save(source)
+    out = artifacts_dir(tmp_path)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 760})  # a phone-sized screen
+            blocked: list[str] = []
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server_url)
+                       else (blocked.append(route.request.url), route.abort()))
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(server_url)
+            page.set_input_files("#open-file", str(source))
+            page.wait_for_function("window.moebiusEditor.state() === 'ready'", timeout=10_000)
+            assert page.evaluate("window.moebiusEditor.imageSize()") == [256, 192]
+
+            page.click("#options-toggle")
+            page.fill("#opt-steps", "2")
+            page.fill("#opt-seed", "0")
+            page.click("#options-toggle")
+            box = page.locator("#view").bounding_box()
+            cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            page.mouse.move(cx - 40, cy)
+            page.mouse.down()
+            for step in range(1, 11):
+                page.mouse.move(cx - 40 + 8 * step, cy + 2 * step)
+            page.mouse.up()
+            assert page.is_enabled("#undo")
+            page.screenshot(path=str(out / "serve_editor_stroke.png"))
+
+            page.click("#run")
+            page.wait_for_function("['done', 'error'].includes(window.moebiusEditor.state())", timeout=120_000)
+            status = page.text_content("#status")
+            assert page.evaluate("window.moebiusEditor.state()") == "done", status
+            page.screenshot(path=str(out / "serve_editor_result.png"))
+            assert page.evaluate("window.moebiusEditor.lastSeed()") == "0"
+            mask = from_data_url(page.evaluate("window.moebiusEditor.lastMaskDataURL()"))[:, :, 0] > 127
+            result = from_data_url(page.evaluate("window.moebiusEditor.workDataURL()"))
+            assert not errors and not blocked, (errors, blocked)
+        finally:
+            browser.close()
+
+    assert result.shape == rgb.shape and 200 < mask.sum() < mask.size // 4
+    band = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(17))) > 0
+    diff = np.abs(result - rgb).sum(axis=2)
+    assert diff[mask].mean() > 5, "the stroke was not inpainted"
+    assert np.array_equal(result[~band], rgb[~band]), "pixels away from the stroke changed"
