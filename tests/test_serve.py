@@ -19,11 +19,11 @@ from PIL import Image
 
 pytest.importorskip("fastapi")
 pytest.importorskip("multipart")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
+from test_pipeline import scene, tiny_pipeline
 
-from moebius.serve import ServeSettings, create_app  # noqa: E402
-from moebius.serve.batching import Job, MicroBatcher, QueueFull, RequestTimeout  # noqa: E402
-from test_pipeline import scene, tiny_pipeline  # noqa: E402
+from moebius.serve import ServeSettings, create_app
+from moebius.serve.batching import Job, MicroBatcher, QueueFull, RequestTimeout
 
 STEPS = "2"
 
@@ -279,8 +279,8 @@ def test_full_queue_is_503_with_retry_after_and_a_timed_out_job_never_runs():
         await batcher.start()
         first = asyncio.ensure_future(batcher.submit(job(0), 30))
         await asyncio.sleep(0.1)  # job 0 is running, the queue is empty
-        late = asyncio.ensure_future(batcher.submit(job(1), 0.05))
         second = asyncio.ensure_future(batcher.submit(job(2), 30))
+        late = asyncio.ensure_future(batcher.submit(job(1), 0.05))  # behind job 2, so found by identity
         await asyncio.sleep(0.01)
         with pytest.raises(QueueFull) as full:  # 1 and 2 wait: the queue is full
             await batcher.submit(job(3), 30)
@@ -309,7 +309,6 @@ def test_busy_server_answers_503_with_retry_after(pipe):
 
 def test_api_key_and_cors(pipe):
     app = create_app(ServeSettings(api_key="s3cret", cors_origins=("http://localhost:5173",)), pipeline=pipe)
-    rgb, mask = scene(64, 64)
     with TestClient(app) as c:
         assert c.get("/v1/health").status_code == 200  # health stays open
         r = c.get("/v1/models")
@@ -322,3 +321,18 @@ def test_api_key_and_cors(pipe):
     with TestClient(create_app(ServeSettings(), pipeline=pipe)) as c:  # CORS off by default
         r = c.get("/v1/health", headers={"Origin": "http://evil.example"})
         assert "access-control-allow-origin" not in r.headers
+
+
+def test_iopaint_body_over_the_limit_is_413(client):
+    r = client.post("/api/v1/inpaint", json={"image": "A" * (3 * 2**20), "mask": "A"})
+    assert r.status_code == 413 and "too large" in r.json()["error"]
+    assert_healthy(client)
+
+
+def test_request_timeout_is_504(pipe):
+    app = create_app(ServeSettings(request_timeout_s=0.001, max_wait_ms=50), pipeline=pipe)
+    rgb, mask = scene(64, 64)
+    with TestClient(app) as c:
+        r = post(c, png(rgb), png(mask))
+        assert r.status_code == 504 and "no answer within" in r.json()["error"]
+        assert_healthy(c)

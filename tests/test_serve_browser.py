@@ -33,9 +33,9 @@ pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None and not Path(CHRO
 @pytest.fixture(scope="module")
 def server_url():
     import uvicorn
+    from test_pipeline import tiny_pipeline
 
     from moebius.serve import ServeSettings, create_app
-    from test_pipeline import tiny_pipeline
 
     app = create_app(ServeSettings(max_wait_ms=0), pipeline=tiny_pipeline())
     with socket.socket() as probe:

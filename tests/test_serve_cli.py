@@ -54,7 +54,6 @@ def test_serve_starts_on_loopback_with_saved_weights(tmp_path, monkeypatch):
     """The whole command with a tiny saved pipeline: load, bind 127.0.0.1, answer /v1/health, shut down."""
     import httpx
     import uvicorn
-
     from test_pipeline import tiny_pipeline
 
     tiny_pipeline().save_pretrained(tmp_path / "tiny")

@@ -166,7 +166,7 @@ def _add_guards(app: FastAPI, settings: ServeSettings) -> None:
         @app.middleware("http")
         async def _api_key(request: Request, call_next):
             path = request.url.path
-            guarded = (path.startswith("/v1/") or path.startswith("/api/")) and path != "/v1/health"
+            guarded = path.startswith(("/v1/", "/api/")) and path != "/v1/health"
             if guarded and not _key_ok(request, key):
                 return _error(401, "missing or wrong API key: send it as 'X-API-Key: <key>' or "
                                    "'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"})

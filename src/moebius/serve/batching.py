@@ -14,9 +14,10 @@ import logging
 import math
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ class RequestTimeout(Exception):
     """A request was not answered within its time limit."""
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: jobs hold arrays
 class Job:
     """One image to inpaint. ``key`` groups jobs that may share a call (same size and same options)."""
 
@@ -50,6 +51,10 @@ class Job:
     step: int = 0
     total: int = 0
     abandoned: bool = False
+
+    def release(self) -> None:
+        """Drop the pixels once the job is done: only its progress stays readable (no memory kept per request)."""
+        self.image = self.mask = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.key is None:
@@ -147,6 +152,7 @@ class MicroBatcher:
             self.stats.timed_out += 1
             if job in self._pending:
                 self._pending.remove(job)
+                job.release()
             raise RequestTimeout(f"no answer within {timeout:g} s") from None
 
     def _retry_after(self) -> int:
@@ -172,7 +178,7 @@ class MicroBatcher:
                 started = time.perf_counter()
                 try:
                     results = await loop.run_in_executor(self._executor, self.run_batch, batch)
-                except Exception as exc:  # noqa: BLE001 - delivered to every caller of the batch
+                except Exception as exc:
                     logger.exception("batch of %d failed", len(batch))
                     results = [exc] * len(batch)
                 self.stats.seconds += time.perf_counter() - started
@@ -181,6 +187,7 @@ class MicroBatcher:
                 self.stats.sizes[len(batch)] = self.stats.sizes.get(len(batch), 0) + 1
                 for job, result in zip(batch, results):
                     job.state = "done"
+                    job.release()
                     if job.future is None or job.future.done():
                         continue
                     if isinstance(result, BaseException):

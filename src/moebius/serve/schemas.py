@@ -6,7 +6,7 @@ silently left at its default (IOPaint's web UI lost its HD settings to exactly t
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,21 +23,21 @@ class InpaintOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     preset: Preset = "default"
-    num_inference_steps: Optional[int] = Field(None, ge=1, le=200, description="DDIM steps (preset: 20)")
-    guidance_scale: Optional[float] = Field(None, ge=1.0, le=30.0, description="CFG scale; 1 switches CFG off")
-    strength: Optional[float] = Field(None, gt=0.0, le=1.0, description="1.0 = start from pure noise")
-    seed: Optional[int] = Field(None, ge=0, lt=2**63, description="random seed; unset draws one (see X-Seed)")
-    hd_strategy: Optional[HDStrategy] = None
-    crop_margin: Optional[int] = Field(None, ge=0, le=4096)
-    crop_trigger_size: Optional[int] = Field(None, ge=1, le=65536)
-    resize_limit: Optional[int] = Field(None, ge=1, le=65536)
-    mask_threshold: Optional[float] = Field(None, ge=0, le=255)
-    invert_mask: Optional[bool] = None
-    mask_dilate: Optional[int] = Field(None, ge=0, le=512)
-    mask_blur: Optional[float] = Field(None, ge=0, le=256)
-    resize_mask: Optional[bool] = None
-    paste: Optional[Literal["official", "keep_unmasked", "none"]] = None
-    compensate: Optional[bool] = None
+    num_inference_steps: int | None = Field(None, ge=1, le=200, description="DDIM steps (preset: 20)")
+    guidance_scale: float | None = Field(None, ge=1.0, le=30.0, description="CFG scale; 1 switches CFG off")
+    strength: float | None = Field(None, gt=0.0, le=1.0, description="1.0 = start from pure noise")
+    seed: int | None = Field(None, ge=0, lt=2**63, description="random seed; unset draws one (see X-Seed)")
+    hd_strategy: HDStrategy | None = None
+    crop_margin: int | None = Field(None, ge=0, le=4096)
+    crop_trigger_size: int | None = Field(None, ge=1, le=65536)
+    resize_limit: int | None = Field(None, ge=1, le=65536)
+    mask_threshold: float | None = Field(None, ge=0, le=255)
+    invert_mask: bool | None = None
+    mask_dilate: int | None = Field(None, ge=0, le=512)
+    mask_blur: float | None = Field(None, ge=0, le=256)
+    resize_mask: bool | None = None
+    paste: Literal["official", "keep_unmasked", "none"] | None = None
+    compensate: bool | None = None
 
     def call_options(self) -> dict:
         """Pipeline keyword arguments: every set field except ``seed``."""
@@ -48,7 +48,7 @@ class ErrorResponse(BaseModel):
     """Every 4xx/5xx body: a one-line ``error`` a person can act on."""
 
     error: str
-    detail: Optional[list] = None
+    detail: list | None = None
 
 
 class Health(BaseModel):
@@ -65,7 +65,7 @@ class Health(BaseModel):
 class ModelInfo(BaseModel):
     name: str
     family: str
-    variant: Optional[str]
+    variant: str | None
     device: str
     dtype: str
     presets: list[str]
@@ -99,10 +99,10 @@ class IOPaintInpaintRequest(BaseModel):
     hd_strategy_crop_margin: int = Field(128, ge=0, le=4096)
     hd_strategy_crop_trigger_size: int = Field(800, ge=1, le=65536)
     hd_strategy_resize_limit: int = Field(1280, ge=1, le=65536)
-    sd_steps: Optional[int] = Field(None, ge=1, le=200)
-    sd_guidance_scale: Optional[float] = Field(None, ge=0.0, le=30.0)
-    sd_strength: Optional[float] = Field(None, gt=0.0, le=1.0)
+    sd_steps: int | None = Field(None, ge=1, le=200)
+    sd_guidance_scale: float | None = Field(None, ge=0.0, le=30.0)
+    sd_strength: float | None = Field(None, gt=0.0, le=1.0)
     sd_seed: int = Field(-1, ge=-1, lt=2**63, description="-1 draws a random seed")
-    sd_mask_blur: Optional[float] = Field(None, ge=0, le=256)
+    sd_mask_blur: float | None = Field(None, ge=0, le=256)
     sd_keep_unmasked_area: bool = True
     sd_match_histograms: bool = False
