@@ -106,11 +106,21 @@ def test_editor_paints_runs_and_changes_only_the_stroke(server_url, tmp_path):
             assert page.evaluate("window.moebiusEditor.lastSeed()") == "0"
             mask = from_data_url(page.evaluate("window.moebiusEditor.lastMaskDataURL()"))[:, :, 0] > 127
             result = from_data_url(page.evaluate("window.moebiusEditor.workDataURL()"))
+            # Iterating: undo goes back to the opened image, redo to the result; the last mask can be reused.
+            page.click("#undo")
+            undone = from_data_url(page.evaluate("window.moebiusEditor.workDataURL()"))
+            page.click("#redo")
+            redone = from_data_url(page.evaluate("window.moebiusEditor.workDataURL()"))
+            page.click("#options-toggle")
+            assert page.is_enabled("#mask-reuse") and page.is_enabled("#download")
+            page.click("#mask-reuse")
+            assert (from_data_url(page.evaluate("window.moebiusEditor.maskDataURL()"))[:, :, 0] > 127).sum() > 200
             assert not errors and not blocked, (errors, blocked)
         finally:
             browser.close()
 
     assert result.shape == rgb.shape and 200 < mask.sum() < mask.size // 4
+    assert np.array_equal(undone, rgb) and np.array_equal(redone, result)
     band = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(17))) > 0
     diff = np.abs(result - rgb).sum(axis=2)
     assert diff[mask].mean() > 5, "the stroke was not inpainted"

@@ -17,7 +17,7 @@
     history: [], at: -1,
     view: { scale: 1, x: 0, y: 0 },
     tool: "brush", size: 40, comparing: false, spaceHeld: false, running: false,
-    pointer: null, lastSeed: null, lastMaskBlob: null,
+    pointer: null, lastSeed: null, lastMaskBlob: null, lastMask: null,
   };
 
   // ------------------------------------------------------------------------------------------------
@@ -33,6 +33,8 @@
     for (const id of ["run", "compare", "mask-download", "mask-clear", "download"]) $(id).disabled = !has || ed.running;
     $("undo").disabled = ed.at <= 0 || ed.running;
     $("redo").disabled = ed.at >= ed.history.length - 1 || ed.running;
+    $("mask-reuse").disabled = !has || ed.running || !ed.lastMask || ed.lastMask.width !== ed.mask.width ||
+      ed.lastMask.height !== ed.mask.height;
   }
 
   // ------------------------------------------------------------------------------------------------
@@ -320,6 +322,7 @@
       }
       const blob = await r.blob();
       const result = await decode(blob);
+      ed.lastMask = ed.mask.getContext("2d").getImageData(0, 0, ed.mask.width, ed.mask.height);
       ed.lastSeed = r.headers.get("X-Seed");
       ed.work = result; ed.workBlob = blob; ed.workName = `${stem()}_inpainted.${extension(blob.type)}`;
       ed.mask = newCanvas(result.width, result.height);
@@ -381,6 +384,10 @@
   $("mask-download").addEventListener("click", async () => download(await toBlob(maskCanvasBW()), `${stem()}_mask.png`));
   $("mask-clear").addEventListener("click", () => {
     ed.mask.getContext("2d").clearRect(0, 0, ed.mask.width, ed.mask.height); snapshot(); render();
+  });
+  $("mask-reuse").addEventListener("click", () => {
+    if (!ed.lastMask) return;
+    ed.mask.getContext("2d").putImageData(ed.lastMask, 0, 0); snapshot(); render();
   });
   $("download").addEventListener("click", () => ed.workBlob && download(ed.workBlob, ed.workName));
 
