@@ -83,3 +83,13 @@ def test_serve_starts_on_loopback_with_saved_weights(tmp_path, monkeypatch):
     servers[0].should_exit = True
     thread.join(30)
     assert not thread.is_alive()
+
+
+def test_unusable_device_is_one_line(tmp_path):
+    from moebius.serve.app import _load
+    from test_pipeline import tiny_pipeline
+
+    tiny_pipeline().save_pretrained(tmp_path / "tiny")
+    settings = serve_command.settings_from_args(parse("--weights", str(tmp_path / "tiny"), "--device", "nodevice"))
+    with pytest.raises(MoebiusError, match="cannot use device 'nodevice'"):
+        _load(settings)

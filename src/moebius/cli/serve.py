@@ -6,6 +6,7 @@ Only the standard library is imported at module level; FastAPI, uvicorn and torc
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from . import _options
@@ -102,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
     pipeline = _load(settings)  # fail on bad weights before binding the port
     app = create_app(settings, pipeline=pipeline)
     host = f"[{args.host}]" if ":" in args.host else args.host
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
+        print(f"moebius serve: warning: listening on {args.host} without --api-key; anyone who can reach this "
+              "machine can use the server", file=sys.stderr)
     print(f"moebius serve: editor at http://{host}:{args.port}/  API docs at http://{host}:{args.port}/docs")
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
     server.run()

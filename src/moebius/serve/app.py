@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import MoebiusError
+from ..errors import InputError, MoebiusError
 from ._images import HTTPProblem
 from ._runner import PipelineRunner
 from .batching import MicroBatcher
@@ -96,7 +96,11 @@ def _load(settings: ServeSettings) -> Any:
         raise MoebiusError("no weights configured")
     pipe = MoebiusInpaintPipeline.from_pretrained(settings.weights, variant=settings.variant, vae=settings.vae,
                                                   fast=settings.fast)
-    pipe.to(settings.device, getattr(torch, settings.dtype))
+    try:
+        pipe.to(settings.device, getattr(torch, settings.dtype))
+    except (RuntimeError, AssertionError, ValueError) as exc:  # unknown or unavailable device
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot use device {settings.device!r}: {detail}") from None
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
