@@ -379,7 +379,7 @@
     const open = $("options").hidden;
     $("options").hidden = !open;
     $("options-toggle").setAttribute("aria-expanded", String(open));
-    resize();
+    resize(); fit();
   });
   $("mask-download").addEventListener("click", async () => download(await toBlob(maskCanvasBW()), `${stem()}_mask.png`));
   $("mask-clear").addEventListener("click", () => {
@@ -423,7 +423,7 @@
     ev.preventDefault();
     const f = ev.dataTransfer.files[0]; if (f) openBlob(f, f.name);
   });
-  window.addEventListener("resize", resize);
+  window.addEventListener("resize", () => { resize(); fit(); });
 
   // For scripted use and the browser test: read-only views of the editor's state.
   window.moebiusEditor = {
