@@ -14,8 +14,8 @@ Known pixels are copied back after inpainting, so every method changes only the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from PIL import Image

@@ -20,13 +20,14 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..errors import InputError
 from .masks import GeneratedMasks, MaskSource
-from .runner import Backends, EvalConfig, Inpainter, Sample, evaluate, markdown_table
+from .report import markdown_table
+from .runner import Backends, EvalConfig, Inpainter, Sample, evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def summary_markdown(summary: dict) -> str:
              markdown_table("method", rows), "", "Backends:"]
     lines += [f"- **{k}**: {v}" for k, v in first["backends"].items()]
     lines += [f"- note: {w}" for w in first["warnings"] if not w.startswith("subset")]
-    lines += ["", "Seconds per method (inpainting only / whole run): " + ", ".join(
-        f"{r['method']}@{r['resolution']}: {r['seconds']['method']:.0f}/{r['seconds']['total']:.0f}"
-        for r in summary["results"]), ""]
+    seconds = ", ".join(f"{r['method']}@{r['resolution']}: {r['seconds']['method']:.0f}/{r['seconds']['total']:.0f}"
+                        for r in summary["results"])
+    lines += ["", f"Seconds per method (inpainting only / whole run): {seconds}", ""]
     return "\n".join(lines)
