@@ -125,3 +125,39 @@ def test_editor_paints_runs_and_changes_only_the_stroke(server_url, tmp_path):
     diff = np.abs(result - rgb).sum(axis=2)
     assert diff[mask].mean() > 5, "the stroke was not inpainted"
     assert np.array_equal(result[~band], rgb[~band]), "pixels away from the stroke changed"
+
+
+def test_two_finger_pinch_zooms_without_painting(server_url, tmp_path):
+    from test_pipeline import scene
+
+    source = tmp_path / "photo.png"
+    Image.fromarray(scene(256, 192)[0]).save(source)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 390, "height": 760}, has_touch=True, is_mobile=True)
+            page = context.new_page()
+            page.goto(server_url)
+            page.set_input_files("#open-file", str(source))
+            page.wait_for_function("window.moebiusEditor.state() === 'ready'", timeout=10_000)
+            cdp = context.new_cdp_session(page)
+            box = page.locator("#view").bounding_box()
+            cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+            def touch(kind, points):
+                cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [
+                    {"x": x, "y": y, "id": i} for i, (x, y) in enumerate(points)]})
+
+            before = page.evaluate("window.moebiusEditor.view()")["scale"]
+            touch("touchStart", [(cx - 20, cy)])
+            touch("touchStart", [(cx - 20, cy), (cx + 20, cy)])
+            for k in range(1, 6):
+                touch("touchMove", [(cx - 20 - 10 * k, cy), (cx + 20 + 10 * k, cy)])
+            touch("touchEnd", [])
+            after = page.evaluate("window.moebiusEditor.view()")["scale"]
+            mask = from_data_url(page.evaluate("window.moebiusEditor.maskDataURL()"))
+            page.screenshot(path=str(artifacts_dir(tmp_path) / "serve_editor_pinch.png"))
+        finally:
+            browser.close()
+    assert after > 2 * before
+    assert mask.max() == 0, "a pinch must not leave paint behind"

@@ -182,10 +182,24 @@
     m.restore();
   }
 
+  // Two fingers pinch-zoom and pan (a stroke the first finger began is taken back).
+  const touches = new Map();
+  function pinchState() {
+    const [a, b] = [...touches.values()];
+    return { dist: Math.hypot(a.sx - b.sx, a.sy - b.sy) || 1, sx: (a.sx + b.sx) / 2, sy: (a.sy + b.sy) / 2 };
+  }
+
   view.addEventListener("pointerdown", (ev) => {
     if (!ed.work || ed.running) return;
     view.setPointerCapture(ev.pointerId);
     const p = toImage(ev);
+    if (ev.pointerType === "touch") touches.set(ev.pointerId, p);
+    if (touches.size === 2) {
+      if (drag && drag.painted) ed.mask.getContext("2d").putImageData(ed.history[ed.at].mask, 0, 0);
+      drag = { pinch: true, last: pinchState() };
+      render();
+      return;
+    }
     const pan = currentTool() === "pan" || ev.button === 1;
     drag = { pan, last: p, painted: false };
     if (!pan) { paintSegment(p, p); drag.painted = true; }
@@ -194,7 +208,17 @@
   });
   view.addEventListener("pointermove", (ev) => {
     const p = toImage(ev);
-    ed.pointer = p;
+    ed.pointer = ev.pointerType === "touch" ? null : p;
+    if (touches.has(ev.pointerId)) touches.set(ev.pointerId, p);
+    if (drag && drag.pinch) {
+      if (touches.size === 2) {
+        const now = pinchState();
+        ed.view.x += now.sx - drag.last.sx; ed.view.y += now.sy - drag.last.sy;
+        zoomAt(now.dist / drag.last.dist, now.sx, now.sy);
+        drag.last = now;
+      }
+      return;
+    }
     if (drag) {
       if (drag.pan) {
         ed.view.x += p.sx - drag.last.sx; ed.view.y += p.sy - drag.last.sy;
@@ -205,7 +229,9 @@
     }
     render();
   });
-  const endDrag = () => {
+  const endDrag = (ev) => {
+    touches.delete(ev.pointerId);
+    if (drag && drag.pinch) { if (touches.size === 0) drag = null; return; }
     if (drag && drag.painted) snapshot();
     drag = null;
   };
@@ -430,6 +456,7 @@
     state: () => document.body.dataset.state,
     imageSize: () => (ed.work ? [ed.work.width, ed.work.height] : null),
     lastSeed: () => ed.lastSeed,
+    view: () => ({ ...ed.view }),
     maskDataURL: () => maskCanvasBW().toDataURL("image/png"),
     lastMaskDataURL: () => new Promise((ok) => {
       if (!ed.lastMaskBlob) return ok(null);
