@@ -1,0 +1,82 @@
+"""End-to-end seconds per inpainted image: the pipeline's fast path against the plain reference path.
+
+    python bench/e2e_benchmark.py                # 512² default preset, 20 steps; then a 4000×3000 photo
+    python bench/e2e_benchmark.py --parity       # also: official preset, fast vs reference outputs
+
+Full-size networks with random (seeded) weights: the cost does not depend on the values. "reference" is
+``MoebiusInpaintPipeline(..., fast=False)`` in fp32: no folding, no phase-split upsampling, the official
+layer algorithms. "fast" is the default pipeline (``fast=True``) in ``--dtype`` (bf16 by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from moebius import MoebiusInpaintPipeline, create_model
+from moebius.models.vae import OFFICIAL_VAE_CONFIG, AutoencoderKL
+
+SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "data" / "parity"
+
+
+def _pipelines(dtype: torch.dtype) -> tuple[MoebiusInpaintPipeline, MoebiusInpaintPipeline]:
+    torch.manual_seed(0)
+    unet, vae = create_model("moebius").eval(), AutoencoderKL(OFFICIAL_VAE_CONFIG).eval()
+    reference = MoebiusInpaintPipeline(unet, vae, fast=False)
+    fast = MoebiusInpaintPipeline(copy.deepcopy(unet), copy.deepcopy(vae), fast=True).to(dtype=dtype)
+    for pipe in (reference, fast):
+        pipe.set_progress_bar_config(disable=True)
+    return reference, fast
+
+
+def _timed(pipe: MoebiusInpaintPipeline, image: Image.Image, mask: Image.Image, **kwargs) -> tuple[float, np.ndarray]:
+    start = time.perf_counter()
+    out = pipe(image, mask, output_type="np", **kwargs)
+    return time.perf_counter() - start, out.images[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="bf16")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--parity", action="store_true", help="also compare official-preset outputs (fp32 both)")
+    args = parser.parse_args()
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    image = Image.open(SAMPLE / "test_image.png").convert("RGB")
+    mask = Image.open(SAMPLE / "test_mask.png").convert("L")
+    reference, fast = _pipelines(dtype)
+
+    print(f"# {torch.get_num_threads()} threads, torch {torch.__version__}; seconds per image, default preset, "
+          f"{args.steps} steps")
+    print("| case | reference fp32 | fast " + args.dtype + " | speed-up |")
+    print("|---|---|---|---|")
+    _timed(fast, image.resize((256, 256)), mask.resize((256, 256)), num_inference_steps=1, seed=0)  # warm-up
+    ref_s, _ = _timed(reference, image, mask, num_inference_steps=args.steps, seed=0)
+    fast_s, _ = _timed(fast, image, mask, num_inference_steps=args.steps, seed=0)
+    print(f"| 512×512 | {ref_s:.1f} | {fast_s:.1f} | {ref_s / fast_s:.2f}× |", flush=True)
+
+    # A 4000×3000 photo with a 160×120 hole: the crop strategy inpaints one 512² region around it.
+    big = image.resize((4000, 3000), Image.BICUBIC)
+    hole = np.zeros((3000, 4000), np.uint8)
+    hole[1400:1520, 2000:2160] = 255
+    big_s, _ = _timed(fast, big, Image.fromarray(hole), num_inference_steps=args.steps, seed=0)
+    print(f"| 4000×3000, 160×120 hole (crop) | – | {big_s:.1f} | {big_s / fast_s:.2f}× the 512² time |", flush=True)
+
+    if args.parity:
+        fast32 = MoebiusInpaintPipeline(copy.deepcopy(reference.unet), copy.deepcopy(reference.vae), fast=True)
+        fast32.set_progress_bar_config(disable=True)
+        _, a = _timed(reference, image, mask, preset="official", seed=0)
+        _, b = _timed(fast32, image, mask, preset="official", seed=0)
+        diff = np.abs(a.astype(int) - b.astype(int))
+        print(f"\nofficial preset, fp32, fast vs reference: max |diff| {diff.max()} levels, "
+              f"{(diff > 0).mean() * 100:.3f} % of values differ")
+
+
+if __name__ == "__main__":
+    main()
