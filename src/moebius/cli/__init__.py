@@ -1,5 +1,5 @@
 """The ``moebius`` command line: ``inpaint``, ``batch``, ``convert``, ``download``, ``doctor``, ``train``,
-``gen-masks``, ``eval``.
+``gen-masks``, ``eval``, ``serve``.
 
 Command modules import only the standard library at module level; torch and the models are imported
 when a command runs, so ``moebius --help`` stays fast.
@@ -29,7 +29,7 @@ def _build_parser() -> argparse.ArgumentParser:
     convert.add_argument("output", help="a new folder (from official) or a new .bin path (from a folder)")
     convert.set_defaults(run=_run_convert)
 
-    from . import batch, inpaint, train, weights
+    from . import batch, inpaint, serve, train, weights
     from . import eval as eval_command
 
     inpaint.add_parser(commands)
@@ -37,6 +37,7 @@ def _build_parser() -> argparse.ArgumentParser:
     weights.add_parsers(commands)
     train.register(commands)
     eval_command.register(commands)
+    serve.register(commands)
     return parser
 
 
