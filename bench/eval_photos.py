@@ -1,6 +1,6 @@
 """Run the offline photo benchmark for the classical baselines and print the README table.
 
-    bash shared/data/fetch_real_photos.sh ~/.cache/moebius/real_photos   # once
+    bash scripts/fetch_real_photos.sh ~/.cache/moebius/real_photos   # once
     python bench/eval_photos.py -o photo_report                          # = moebius eval --photos --threads 1
 
 Same as ``moebius eval --photos``; kept as a script so the README's numbers have a one-line reproduction

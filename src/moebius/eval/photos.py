@@ -50,7 +50,7 @@ def held_out_photos(photos_dir: Path, verify: bool = True) -> list[Path]:
     manifest = Path(photos_dir) / "manifest.csv"
     if not manifest.is_file():
         raise InputError(f"no manifest.csv in {photos_dir}: fetch the photos first with "
-                         f"`bash shared/data/fetch_real_photos.sh {photos_dir}` (or pass --photos-dir)")
+                         f"`bash scripts/fetch_real_photos.sh {photos_dir}` (or pass --photos-dir)")
     with open(manifest, newline="") as f:
         rows = [r for r in csv.DictReader(f) if r.get("split") == SPLIT]
     if not rows:
