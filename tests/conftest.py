@@ -19,3 +19,12 @@ def student_state() -> dict[str, torch.Tensor]:
 def student_reference() -> dict[str, torch.Tensor]:
     """What the official student computed on the formula weights (parity README §4)."""
     return load_file(str(PARITY_DIR / "student_forward.safetensors"))
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread, restoring the setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

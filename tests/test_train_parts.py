@@ -11,12 +11,8 @@ import torch.nn as nn
 from moebius.train.config import OptimConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Many tiny ops: a second thread only adds synchronisation (and stalls badly on a shared machine).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny_student():

@@ -70,16 +70,12 @@ def _keep_format(img: Image.Image) -> Image.Image:
     return out
 
 
-def save_image(image: Image.Image, path: str | os.PathLike, *, exif: bytes | None = None,
-               icc_profile: bytes | None = None, text: dict[str, str] | None = None, quality: int = 95) -> Path:
-    """Write ``image`` atomically (temp file in the same folder, then rename); the format follows the suffix.
+def write_image(image: Image.Image, handle: Any, fmt: str, *, exif: bytes | None = None,
+                icc_profile: bytes | None = None, text: dict[str, str] | None = None, quality: int = 95) -> None:
+    """Encode ``image`` as ``fmt`` into a binary file object, keeping EXIF, ICC and (PNG) text chunks.
 
-    JPEG cannot hold alpha, so an RGBA image saved as .jpg loses it. ``text`` goes into PNG text chunks.
+    JPEG cannot hold alpha, so an RGBA image written as JPEG loses it.
     """
-    path = Path(path)
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None:
-        raise InputError(f"{path}: unknown image file extension {path.suffix!r}")
     if fmt == "JPEG" and image.mode != "RGB":
         image = image.convert("RGB")
     kwargs: dict[str, Any] = {}
@@ -96,11 +92,24 @@ def save_image(image: Image.Image, path: str | os.PathLike, *, exif: bytes | Non
         for key, value in text.items():
             info.add_text(key, value)
         kwargs["pnginfo"] = info
+    image.save(handle, format=fmt, **kwargs)
+
+
+def save_image(image: Image.Image, path: str | os.PathLike, *, exif: bytes | None = None,
+               icc_profile: bytes | None = None, text: dict[str, str] | None = None, quality: int = 95) -> Path:
+    """Write ``image`` atomically (temp file in the same folder, then rename); the format follows the suffix.
+
+    See :func:`write_image` for what is kept.
+    """
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"{path}: unknown image file extension {path.suffix!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format=fmt, **kwargs)
+            write_image(image, handle, fmt, exif=exif, icc_profile=icc_profile, text=text, quality=quality)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

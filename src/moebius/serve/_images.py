@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from PIL.PngImagePlugin import PngInfo
 
 from ..errors import InputError
-from ..pipeline.image_io import ImageData, to_image_data, to_mask_array
+from ..pipeline.image_io import ImageData, to_image_data, to_mask_array, write_image
 
 _MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "BMP": "image/bmp", "TIFF": "image/tiff",
          "GIF": "image/png"}
@@ -96,22 +94,9 @@ def encode(image: Image.Image, upload: Upload, text: dict[str, str] | None = Non
     fmt = _WRITE_AS.get(upload.format, upload.format)
     if fmt not in _MIME:
         fmt = "PNG"
-    if fmt == "JPEG" and image.mode != "RGB":
-        image = image.convert("RGB")
-    kwargs: dict[str, Any] = {}
-    if upload.data.exif:
-        kwargs["exif"] = upload.data.exif
-    if upload.data.icc_profile:
-        kwargs["icc_profile"] = upload.data.icc_profile
-    if fmt in ("JPEG", "WEBP"):
-        kwargs["quality"] = quality
-    if fmt == "PNG" and text:
-        info = PngInfo()
-        for key, value in text.items():
-            info.add_text(key, value)
-        kwargs["pnginfo"] = info
     out = io.BytesIO()
-    image.save(out, format=fmt, **kwargs)
+    write_image(image, out, fmt, exif=upload.data.exif, icc_profile=upload.data.icc_profile, text=text,
+                quality=quality)
     return out.getvalue(), _MIME[fmt]
 
 
