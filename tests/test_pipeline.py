@@ -333,6 +333,18 @@ def test_to_dtype_runs_in_bfloat16():
     assert run(pipe, image, mask).images[0].shape == image.shape
 
 
+def test_fast_vae_only_in_reduced_precision():
+    from moebius.models.fast import PhaseUpsample
+
+    def phase_upsamplers(pipe):
+        return sum(isinstance(m, PhaseUpsample) for m in pipe._models().vae.modules())
+
+    assert phase_upsamplers(tiny_pipeline()) == 0  # float32: the exact VAE, for parity
+    low = tiny_pipeline().to(dtype=torch.bfloat16)
+    assert phase_upsamplers(low) > 0
+    assert all(p.dtype == torch.bfloat16 for p in low._models().vae.parameters())
+
+
 # ----------------------------------------------------------------------------------------------------
 # Weights
 
