@@ -187,6 +187,6 @@ def _moebius() -> MoebiusConfig:
 
 @register_preset("moebius-tiny", build_moebius)
 def _moebius_tiny() -> MoebiusConfig:
-    """A few-hundred-thousand-parameter student with the full topology, for tests."""
+    """A 1.2M-parameter student with the full topology, for tests."""
     return MoebiusConfig(block_out_channels=(32, 64, 64), heads=4, norm_num_groups=8, cross_attention_dim=32,
                          encoder_hid_dim=48, sample_size=16, local_kernel_size=5)

@@ -228,7 +228,7 @@ def pixelhacker_config() -> PixelHackerConfig:
 
 @register_preset("pixelhacker-tiny", build_pixelhacker)
 def pixelhacker_tiny_config() -> PixelHackerConfig:
-    """A few-hundred-thousand-parameter teacher with the same wiring, for tests and smoke runs."""
+    """A 3.2M-parameter teacher with the same wiring, for tests and smoke runs."""
     return PixelHackerConfig(
         block_out_channels=(32, 64, 64, 64), norm_num_groups=8, cross_attention_dim=32, encoder_hid_dim=64
     )
