@@ -30,6 +30,9 @@ class RunConfig:
     output_dir: str = "runs/moebius-distill"
     seed: int = 42
     max_steps: int = 138_000  # optimizer steps
+    # Wall-clock guard: checkpoint and stop once this many minutes have passed (null: no limit). The run
+    # can resume later; the schedule still follows max_steps.
+    time_limit_minutes: float | None = None
     log_every: int = 10
     save_every: int = 3000
     keep_last: int = 3  # checkpoints kept on disk; 0 keeps all
@@ -276,6 +279,7 @@ def validate(config: TrainConfig) -> None:
     need(r.max_steps >= 1, "run.max_steps", "must be at least 1")
     need(r.log_every >= 1 and r.save_every >= 1, "run.log_every/save_every", "must be at least 1")
     need(r.keep_last >= 0, "run.keep_last", "must be >= 0")
+    need(r.time_limit_minutes is None or r.time_limit_minutes > 0, "run.time_limit_minutes", "must be positive")
     need(d.resolution >= 8 and d.resolution % 8 == 0, "data.resolution", "must be a positive multiple of 8")
     need(d.batch_size >= 1, "data.batch_size", "must be at least 1")
     need(d.num_workers >= 0, "data.num_workers", "must be >= 0")

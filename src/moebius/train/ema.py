@@ -32,12 +32,17 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         decay = self.current_decay()
+        shadows, currents = [], []
         for key, value in model.state_dict().items():
             shadow = self.shadow[key]
             if shadow.is_floating_point():
-                shadow.lerp_(value.detach().to(shadow.dtype), 1.0 - decay)
+                shadows.append(shadow)
+                currents.append(value.detach().to(shadow.dtype))
             else:
                 shadow.copy_(value)
+        # One multi-tensor call instead of one small kernel per tensor: on a GPU, a small model's step
+        # is bound by kernel launches.
+        torch._foreach_lerp_(shadows, currents, 1.0 - decay)
         self.num_updates += 1
 
     def copy_to(self, model: nn.Module) -> None:

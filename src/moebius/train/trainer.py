@@ -229,18 +229,20 @@ class Trainer:
         n = self.config.noise
         h, w = latent_hw
         out: dict[str, list[torch.Tensor]] = {"vae": [], "eps": [], "u": [], "aug": []}
+        c = self.vae.config.latent_channels
         for key in keys.tolist():
             g = torch.Generator().manual_seed(sample_seed(self.config.run.seed, key))
-            out["vae"].append(torch.randn(2, 4, h, w, generator=g))
-            eps = torch.randn(4, h, w, generator=g)
-            out["eps"].append(eps + n.noise_offset * torch.randn(4, 1, 1, generator=g))
+            if self.config.vae.sample_posterior:
+                out["vae"].append(torch.randn(2, c, h, w, generator=g))
+            eps = torch.randn(c, h, w, generator=g)
+            out["eps"].append(eps + n.noise_offset * torch.randn(c, 1, 1, generator=g))
             out["u"].append(torch.randn((), generator=g) if n.timesteps == "logit_normal" else torch.rand((), generator=g))
             out["aug"].append(draw_augment_params(g))
-        return {k: torch.stack(v).to(self.device) for k, v in out.items()}
+        return {k: torch.stack(v).to(self.device) for k, v in out.items() if v}
 
     @torch.no_grad()
     def _encode(self, images: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        """Images (N, 3, H, W) -> scaled latents (N, 4, h, w) float32 (NaNs zeroed, as the released code)."""
+        """Images (N, 3, H, W) -> scaled latents (N, C, h, w) float32 (NaNs zeroed, as the released code)."""
         cfg = self.vae.config
         posterior = self.vae.encode(images.to(next(self.vae.parameters()).dtype))
         z = posterior.sample(noise=noise) if noise is not None else posterior.mode()
@@ -352,8 +354,15 @@ class Trainer:
         r = self.config.run
         target = r.max_steps if stop_at_step is None else min(stop_at_step, r.max_steps)
         last_saved = None
+        deadline = None if r.time_limit_minutes is None else time.monotonic() + 60 * r.time_limit_minutes
         try:
             while self.step < target:
+                if deadline is not None and self._out_of_time(deadline):
+                    logger.info("run.time_limit_minutes reached at step %d: checkpointing and stopping", self.step)
+                    target = self.step
+                    if last_saved is None or last_saved.name != f"{CHECKPOINT_PREFIX}{self.step:08d}":
+                        last_saved = self.save_checkpoint()
+                    break
                 scalars = self.train_step()
                 self.history.append({"step": self.step, **scalars})
                 if self.is_main and (self.step % r.log_every == 0 or self.step == target):
@@ -368,6 +377,13 @@ class Trainer:
                 self._log = None
         return {"step": self.step, "run_dir": str(self.run_dir), "checkpoint": str(last_saved) if last_saved else None,
                 "last": self.history[-1] if self.history else {}}
+
+    def _out_of_time(self, deadline: float) -> bool:
+        """Whether any process has passed ``deadline`` (all ranks agree, so they stop at the same step)."""
+        late = torch.tensor(float(time.monotonic() > deadline), device=self.device)
+        if self.world > 1:
+            dist.all_reduce(late, op=dist.ReduceOp.MAX)
+        return bool(late.item())
 
     # ------------------------------------------------------------------------------------------------
     # Checkpoints
