@@ -30,6 +30,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError, ConfigError
+from ..models.space_to_depth import CLASS_NAME as SPACE_TO_DEPTH
+from ..models.space_to_depth import SpaceToDepth, SpaceToDepthConfig
 from ..models.vae import AutoencoderKL, VAEConfig, rename_legacy_attention_keys
 from ..weights.official import (CONFIG_NAME, MODEL_NAME, OFFICIAL_WEIGHTS_NAME, load_into, load_official,
                                 read_state_dict)
@@ -47,13 +49,15 @@ VAE_REPO = "hustvl/PixelHacker"
 _FORMAT = "moebius-pipeline"
 _FORMAT_VERSION = 1
 
+Autoencoder = AutoencoderKL | SpaceToDepth
+
 
 @dataclass
 class PipelineParts:
     """What a pipeline is built from: U-Net (eval mode), VAE (eval mode), scheduler config, variant."""
 
     unet: nn.Module
-    vae: AutoencoderKL
+    vae: Autoencoder  # AutoencoderKL or SpaceToDepth
     scheduler_config: DDIMConfig
     variant: str | None
 
@@ -92,30 +96,39 @@ def vae_config_dict(config: VAEConfig) -> dict[str, Any]:
     return out
 
 
-def load_vae(folder: str | Path) -> AutoencoderKL:
-    """Load a diffusers-layout VAE folder (config.json + diffusion_pytorch_model.{safetensors,bin}) strictly."""
+def load_vae(folder: str | Path) -> Autoencoder:
+    """Load an autoencoder folder (config.json + diffusion_pytorch_model.{safetensors,bin}) strictly.
+
+    A diffusers-layout ``AutoencoderKL``, or our :class:`SpaceToDepth` (``"_class_name": "SpaceToDepth"``).
+    """
     folder = Path(folder)
     config_path = folder / CONFIG_NAME
     weights = next((folder / n for n in VAE_WEIGHT_NAMES if (folder / n).is_file()), None)
     if not config_path.is_file() or weights is None:
         raise CheckpointError(f"VAE folder {folder} needs {CONFIG_NAME} and one of {', '.join(VAE_WEIGHT_NAMES)}")
     try:
-        config = VAEConfig.from_config_dict(json.loads(config_path.read_text()))
-    except (OSError, json.JSONDecodeError, ConfigError) as exc:
+        raw = json.loads(config_path.read_text())
+        if raw.get("_class_name") == SPACE_TO_DEPTH:
+            config: VAEConfig | SpaceToDepthConfig = SpaceToDepthConfig.from_config_dict(raw)
+        else:
+            config = VAEConfig.from_config_dict(raw)
+    except (OSError, json.JSONDecodeError, AttributeError, ConfigError) as exc:
         raise CheckpointError(f"{config_path}: unreadable VAE config ({exc})") from None
     state = read_state_dict(weights)
     rename_legacy_attention_keys(state)
     with torch.device("meta"):
-        vae = AutoencoderKL(config)
+        vae = SpaceToDepth(config) if isinstance(config, SpaceToDepthConfig) else AutoencoderKL(config)
     load_into(vae, state, str(weights))
     return vae.eval()
 
 
-def save_vae(vae: AutoencoderKL, folder: Path) -> None:
+def save_vae(vae: Autoencoder, folder: Path) -> None:
+    """Write ``vae`` as :func:`load_vae` reads it (``folder`` must not exist yet)."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True)
-    (folder / CONFIG_NAME).write_text(json.dumps(vae_config_dict(vae.config), indent=2) + "\n")
+    config = vae.config.to_config_dict() if isinstance(vae, SpaceToDepth) else vae_config_dict(vae.config)
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     state = {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}
     save_file(state, str(folder / VAE_WEIGHT_NAMES[0]), metadata={"format": "pt"})
 

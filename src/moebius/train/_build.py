@@ -62,7 +62,7 @@ def build_teacher(config: ModelConfig) -> nn.Module | None:
 
 
 def build_vae_encoder(config: VAESettings) -> nn.Module:
-    """The frozen VAE without its decoder (training never decodes)."""
+    """The frozen autoencoder, a VAE without its decoder (training never decodes) or a SpaceToDepth."""
     from ..models.vae import OFFICIAL_VAE_CONFIG, TINY_VAE_CONFIG, AutoencoderKL
 
     if config.weights is not None:
@@ -73,8 +73,9 @@ def build_vae_encoder(config: VAESettings) -> nn.Module:
         logger.warning("vae.weights is not set: encoding with a randomly initialised %s VAE (only meaningful in tests)",
                        config.preset)
         vae = AutoencoderKL(OFFICIAL_VAE_CONFIG if config.preset == "official" else TINY_VAE_CONFIG)
-    vae.decoder = None
-    vae.post_quant_conv = None
+    if isinstance(vae, AutoencoderKL):
+        vae.decoder = None
+        vae.post_quant_conv = None
     dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
     return vae.to(dtype).eval().requires_grad_(False)
 
