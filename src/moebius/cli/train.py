@@ -1,4 +1,5 @@
-"""``moebius train CONFIG.yaml`` (distillation, fine-tuning, teacher-free) and ``moebius gen-masks``.
+"""``moebius train CONFIG.yaml`` (distillation, fine-tuning, teacher-free), ``moebius train-autoencoder`` and
+``moebius gen-masks``.
 
 Wire into the command group with ``register(subparsers)``. Multi-GPU / multi-node: run the same command
 under ``accelerate launch -m moebius train CONFIG.yaml`` (see docs/training.md).
@@ -11,7 +12,7 @@ import logging
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``train`` and ``gen-masks`` subcommands."""
+    """Add the ``train``, ``train-autoencoder`` and ``gen-masks`` subcommands."""
     train = subparsers.add_parser(
         "train", help="train or fine-tune a student (distillation from PixelHacker, or teacher-free)",
         description="Run a training config (see configs/*.yaml and docs/training.md). Continues from the newest "
@@ -27,6 +28,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="checkpoint and stop at step N without changing the schedule (resume later)")
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     train.set_defaults(run=run_train)
+
+    auto = subparsers.add_parser(
+        "train-autoencoder", help="train the KL-VAE (or fit the space-to-depth transform) of a small model",
+        description="Run an autoencoder config (configs/small/autoencoder_*.yaml); writes OUTPUT_DIR/autoencoder/, "
+                    "which a training config's vae.weights and the pipeline load.")
+    auto.add_argument("config", help="autoencoder YAML; unknown keys are errors")
+    auto.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override one config entry (YAML value); repeatable")
+    auto.add_argument("--output-dir", help="shorthand for --set run.output_dir=DIR")
+    auto.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    auto.set_defaults(run=run_train_autoencoder)
 
     masks = subparsers.add_parser(
         "gen-masks", help="write a reproducible set of random training/evaluation masks",
@@ -76,6 +88,23 @@ def run_train(args: argparse.Namespace) -> int:
 
     summary = train(config, stop_at_step=args.stop_at_step)
     print(f"stopped at step {summary['step']}; checkpoint: {summary['checkpoint']}")
+    return 0
+
+
+def run_train_autoencoder(args: argparse.Namespace) -> int:
+    from ..train.autoencoder import load_autoencoder_config, train_autoencoder
+    from ..train.config import config_to_dict
+
+    overrides = list(args.overrides) + ([f"run.output_dir={args.output_dir}"] if args.output_dir else [])
+    config = load_autoencoder_config(args.config, overrides)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
+        return 0
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    print(f"saved {train_autoencoder(config)}")
     return 0
 
 

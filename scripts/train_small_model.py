@@ -1,0 +1,199 @@
+"""Train the small Moebius model that ships in the package, from scratch, in one command.
+
+    bash scripts/fetch_real_photos.sh ~/.cache/moebius/real_photos          # once, ~25 s
+    python scripts/train_small_model.py --photos ~/.cache/moebius/real_photos --out runs/small --jobs 5
+
+Stages (each a ``moebius`` command on a committed config in configs/small/, logged to OUT/logs/):
+
+1. ``photos``: the manifest's ``train`` split (the ``eval`` split stays held out), resized to a 256 short
+   side (what training reads anyway) and stored as JPEG q95, so the set is small enough to carry around.
+2. ``autoencoder-kl`` (a KL-VAE trained here) and ``autoencoder-s2d`` (space-to-depth, fitted statistics).
+3. per autoencoder: ``teacher`` (PixelHacker architecture, plain ε-MSE) and ``plain`` (the student without
+   distillation); then ``distill`` (the student distilled from that teacher). ``plain`` exists for the
+   KL variant only: it is the no-distillation twin of the shipped model.
+4. ``export``: every trained network's EMA weights with its autoencoder as a pipeline folder,
+   OUT/<variant>/<network>/pipeline/, loadable by ``MoebiusInpaintPipeline.from_pretrained``.
+
+``--jobs N`` runs up to N stages at once when their inputs are ready (on a GPU, 5 keeps it busy; on a CPU
+use 1). ``--minutes`` caps each training stage's wall clock (run.time_limit_minutes): the run then stops
+and saves early, and its log says at which step. Rerunning continues where the stages stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs" / "small"
+# The space-to-depth variant's networks see 48 latent channels (3 colours × 4 × 4) instead of 4.
+S2D_CHANNELS = ["model.student_overrides.in_channels=97", "model.student_overrides.out_channels=48"]
+
+
+@dataclass
+class Stage:
+    name: str
+    command: list[str]
+    needs: list[str] = field(default_factory=list)
+    after: str | None = None  # "ema": copy the newest checkpoint's EMA to <run>/ema when done
+    run_dir: Path | None = None
+
+
+def prepare_photos(photos: Path, out: Path, side: int = 256) -> int:
+    """Copy the train split of ``photos``/manifest.csv into ``out`` at a ``side`` short side; -> count."""
+    from PIL import Image, ImageOps
+
+    from moebius.train.data import resize_short_side
+
+    manifest = photos / "manifest.csv"
+    if not manifest.is_file():
+        sys.exit(f"error: no manifest.csv in {photos}: run `bash scripts/fetch_real_photos.sh {photos}` first")
+    with open(manifest, newline="") as f:
+        names = sorted(r["file"] for r in csv.DictReader(f) if r.get("split") == "train")
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in names:
+        with Image.open(photos / name) as image:
+            small = resize_short_side(ImageOps.exif_transpose(image).convert("RGB"), side)
+        small.save(tmp / (Path(name).stem + ".jpg"), quality=95)
+    (tmp / "SOURCES.txt").write_text("".join(f"{n}\n" for n in names))
+    tmp.rename(out)
+    return len(names)
+
+
+def plan(args: argparse.Namespace) -> list[Stage]:
+    out, photos = args.out, args.out / "photos"
+    moebius = [sys.executable, "-m", "moebius"]
+    limit = [] if args.minutes is None else ["--set", f"run.time_limit_minutes={args.minutes}"]
+    limit += [x for o in args.overrides for x in ("--set", o)]
+    data = ["--set", f"data.image_dirs=[{photos}]"]
+    stages = []
+    for v in args.variants:
+        ae_dir = out / v / "autoencoder"
+        ae_limit = [] if args.minutes is None else ["--set", f"run.time_limit_minutes={args.minutes / 2}"]
+        ae_limit += [x for o in args.autoencoder_overrides for x in ("--set", o)]
+        stages.append(Stage(f"autoencoder-{v}", [*moebius, "train-autoencoder", str(CONFIGS / f"autoencoder_{v}.yaml"),
+                                                 "--output-dir", str(ae_dir), *data, *ae_limit], ["photos"]))
+        common = [*data, *limit, "--set", f"vae.weights={ae_dir / 'autoencoder'}"]
+        if v == "s2d":
+            common += [x for o in S2D_CHANNELS for x in ("--set", o)]
+        networks = ["teacher", "distill", "plain"] if v == "kl" else ["teacher", "distill"]
+        for net in networks:
+            run_dir = out / v / net
+            config = {"teacher": "teacher.yaml", "distill": "student_distill.yaml", "plain": "student_plain.yaml"}[net]
+            extra = ["--set", f"model.teacher_weights={out / v / 'teacher' / 'ema'}"] if net == "distill" else []
+            needs = [f"autoencoder-{v}"] + ([f"teacher-{v}"] if net == "distill" else [])
+            stages.append(Stage(f"{net}-{v}", [*moebius, "train", str(CONFIGS / config), "--output-dir", str(run_dir),
+                                               *common, *extra], needs, after="ema", run_dir=run_dir))
+    return [s for s in stages if not args.stages or s.name in args.stages]
+
+
+def copy_ema(run_dir: Path) -> None:
+    """<run>/checkpoints/<newest>/ema -> <run>/ema (the weights the next stages and the export use)."""
+    from moebius.train.trainer import find_checkpoints
+
+    found = find_checkpoints(run_dir / "checkpoints")
+    if not found or not (found[-1] / "ema").is_dir():
+        raise SystemExit(f"error: {run_dir} has no checkpoint with EMA weights")
+    shutil.rmtree(run_dir / "ema", ignore_errors=True)
+    shutil.copytree(found[-1] / "ema", run_dir / "ema")
+    (run_dir / "ema" / "STEP").write_text(found[-1].name + "\n")
+
+
+def export(out: Path, variants: list[str]) -> list[Path]:
+    """OUT/<variant>/<network>/pipeline/ for every network with EMA weights."""
+    from moebius import MoebiusInpaintPipeline, load_official
+    from moebius.pipeline.loading import load_vae
+
+    written = []
+    for v in variants:
+        vae = out / v / "autoencoder" / "autoencoder"
+        for run_dir in sorted(p for p in (out / v).iterdir() if (p / "ema").is_dir()):
+            target = run_dir / "pipeline"
+            shutil.rmtree(target, ignore_errors=True)  # a rerun exports afresh
+            MoebiusInpaintPipeline(load_official(run_dir / "ema"), load_vae(vae)).save_pretrained(target)
+            written.append(target)
+    return written
+
+
+def run_all(stages: list[Stage], jobs: int, logs: Path) -> list[str]:
+    """Start every stage whose needs are done, at most ``jobs`` at a time; -> the stages that failed.
+
+    A failed stage skips the stages that need it; the others go on (one variant's failure does not cost
+    the other's run).
+    """
+    logs.mkdir(parents=True, exist_ok=True)
+    names = {s.name for s in stages}
+    done: set[str] = set()
+    failed: list[str] = []
+    pending = list(stages)
+    running: dict[str, tuple[subprocess.Popen, Stage, float]] = {}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    while pending or running:
+        for stage in list(pending):
+            if any(n in failed for n in stage.needs):
+                failed.append(stage.name)
+                pending.remove(stage)
+                print(f"[{time.strftime('%H:%M:%S')}] skip  {stage.name} (needs a failed stage)", flush=True)
+            # A need outside the selected stages ran before (its outputs are on disk).
+            elif all(n in done or n not in names for n in stage.needs) and len(running) < jobs:
+                with open(logs / f"{stage.name}.log", "a") as log:
+                    proc = subprocess.Popen(stage.command, stdout=log, stderr=subprocess.STDOUT, env=env)
+                running[stage.name] = (proc, stage, time.monotonic())
+                pending.remove(stage)
+                print(f"[{time.strftime('%H:%M:%S')}] start {stage.name}", flush=True)
+        time.sleep(1.0)
+        for name, (proc, stage, start) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[name]
+            if proc.returncode == 0 and stage.after == "ema":
+                copy_ema(stage.run_dir)
+            if proc.returncode == 0:
+                done.add(name)
+                print(f"[{time.strftime('%H:%M:%S')}] done  {name} in {time.monotonic() - start:.0f} s", flush=True)
+            else:
+                failed.append(name)
+                print(f"[{time.strftime('%H:%M:%S')}] FAILED {name} (exit {proc.returncode}); see "
+                      f"{logs / (name + '.log')}", flush=True)
+    return failed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=Path, default=Path.home() / ".cache" / "moebius" / "real_photos",
+                        help="fetched photos with manifest.csv (default ~/.cache/moebius/real_photos)")
+    parser.add_argument("--out", type=Path, default=Path("runs/small"))
+    parser.add_argument("--variants", nargs="+", choices=["kl", "s2d"], default=["kl", "s2d"])
+    parser.add_argument("--stages", nargs="+", metavar="NAME", help="run only these stages (e.g. distill-kl)")
+    parser.add_argument("--jobs", type=int, default=1, help="stages run at once (default 1)")
+    parser.add_argument("--minutes", type=float, help="wall-clock cap per denoiser stage (half for autoencoders)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra override for every denoiser stage (e.g. a smoke test's run.max_steps=5)")
+    parser.add_argument("--autoencoder-set", dest="autoencoder_overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="extra override for the autoencoder stages")
+    args = parser.parse_args()
+    if args.out != Path("runs/small"):
+        print(f"note: writing to {args.out}; the committed configs' default paths point at runs/small")
+    photos = args.out / "photos"
+    if not photos.is_dir():
+        print(f"preparing {prepare_photos(args.photos, photos)} training photos in {photos}", flush=True)
+    start = time.monotonic()
+    failed = run_all(plan(args), args.jobs, args.out / "logs")
+    for folder in export(args.out, args.variants):
+        print(f"exported {folder}")
+    if failed:
+        sys.exit(f"error: {len(failed)} stage(s) failed or skipped: {', '.join(failed)}")
+    print(f"all stages done in {(time.monotonic() - start) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()
