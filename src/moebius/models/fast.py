@@ -97,7 +97,9 @@ class FastLocalLambda(nn.Module):
         content = keys.transpose(1, 2) @ values + self.position_bias[:, None]  # (B, k, v)
         y = q.reshape(b, n * h, k) @ content  # (B, N·h, v)
 
-        queries_by_offset = q @ self.position_kernels  # (B, N, h, r²)
+        # One 2-D matmul: ``q @ kernels`` on the 4-D view would broadcast the kernels to every pixel and
+        # copy them N times (q is a strided slice of qkv, so matmul will not fold it).
+        queries_by_offset = (q.reshape(b * n * h, k) @ self.position_kernels).reshape(b, n, h, -1)  # (B, N, h, r²)
         y = y.reshape(b, n, h, v) + self._position_term(queries_by_offset, values, size)
         return y.reshape(b, n, h * v)
 
