@@ -10,7 +10,9 @@
   the resampled position table per grid size;
 * the LλMI blocks work on channels-last tokens, so no layout copies happen between their parts;
 * nearest-×2-then-3×3-conv upsampling runs as four 2×2 convs on the low-resolution map, one per output
-  phase (16 instead of 36 multiply-adds per input pixel and channel pair).
+  phase (16 instead of 36 multiply-adds per input pixel and channel pair);
+* the student's two CFG rows take one input row: what runs before the category tokens first enter
+  (input conv, first resnet, first Local-λ) runs once (:class:`FastDenoiser`).
 
 The reference modules (``moebius.layers``) stay untouched: they are what training uses and what the
 parity tests check; tests assert that both paths agree.
