@@ -54,6 +54,29 @@ def test_full_size_fast_path_matches_reference(size):
     _compare(model, size, atol_sample=5e-5, rtol_blocks=1e-5)
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_shared_cfg_input_equals_doubled_input(batch):
+    """One x row per CFG pair gives what the doubled batch gives, on both the fast and reference path."""
+    torch.manual_seed(0)
+    model = create_model("moebius-tiny").eval()
+    _randomise_batchnorm(model)
+    fast = optimize_for_inference(model)
+    x = torch.randn(batch, 9, 12, 16).contiguous(memory_format=torch.channels_last)
+    ids = torch.tensor([list(range(10, 20))] * batch + [list(range(10))] * batch)
+    with torch.no_grad():
+        shared = fast(x, torch.tensor([700]), ids, return_block_outputs=True)
+        doubled = fast(torch.cat([x, x]), torch.tensor([700]), ids, return_block_outputs=True)
+        ref = model(torch.cat([x, x]), torch.tensor([700]), ids)
+    assert shared.sample.shape == (2 * batch, 4, 12, 16)
+    # Equal up to float rounding: the shared rows run GEMMs of another shape.
+    torch.testing.assert_close(shared.sample, doubled.sample, atol=1e-6, rtol=1e-5)
+    for a, b in zip(shared.block_outputs, doubled.block_outputs):
+        torch.testing.assert_close(a, b, atol=1e-5 * b.abs().max().item(), rtol=0)
+    assert (shared.sample - ref).abs().max().item() <= 1e-5
+    with pytest.raises(ValueError, match="not a multiple"):
+        fast(torch.cat([x, x, x]), 700, ids)
+
+
 def test_fast_copy_leaves_the_model_untouched():
     torch.manual_seed(0)
     model = create_model("moebius-tiny").eval()

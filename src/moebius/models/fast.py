@@ -10,7 +10,9 @@
   the resampled position table per grid size;
 * the LλMI blocks work on channels-last tokens, so no layout copies happen between their parts;
 * nearest-×2-then-3×3-conv upsampling runs as four 2×2 convs on the low-resolution map, one per output
-  phase (16 instead of 36 multiply-adds per input pixel and channel pair).
+  phase (16 instead of 36 multiply-adds per input pixel and channel pair);
+* the student's two CFG rows take one input row: what runs before the category tokens first enter
+  (input conv, first resnet, first Local-λ) runs once (:class:`FastDenoiser`).
 
 The reference modules (``moebius.layers``) stay untouched: they are what training uses and what the
 parity tests check; tests assert that both paths agree.
@@ -25,13 +27,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers.depthwise import DepthwiseSeparableConv
+from ..layers.embeddings import broadcast_timesteps, timestep_sinusoid
 from ..layers.lambda_layers import InteractiveLambda, LocalLambda, resample_position_table
 from ..layers.llmi import LLMITransformer
 from ..layers.mix_ffn import MixFFN
 from ..layers.resample import Upsample
+from .denoiser import DenoiserOutput, LatentCategoryDenoiser
+from .student import MoebiusConfig, MoebiusUNet
 
-# Bytes of value patches gathered at once by the Local-λ position term; bounds its working memory.
-_PATCH_CHUNK_BYTES = 32 * 2**20
+# Bytes of value patches gathered at once by the Local-λ position term. About one core's L2 cache: the
+# bmm then reads the patches while they are still cached (4× faster at 64² than 32 MiB chunks on CPU).
+_PATCH_CHUNK_BYTES = 2 * 2**20
 
 
 def _bn_scale_shift(bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,7 +103,9 @@ class FastLocalLambda(nn.Module):
         content = keys.transpose(1, 2) @ values + self.position_bias[:, None]  # (B, k, v)
         y = q.reshape(b, n * h, k) @ content  # (B, N·h, v)
 
-        queries_by_offset = q @ self.position_kernels  # (B, N, h, r²)
+        # One 2-D matmul: ``q @ kernels`` on the 4-D view would broadcast the kernels to every pixel and
+        # copy them N times (q is a strided slice of qkv, so matmul will not fold it).
+        queries_by_offset = (q.reshape(b * n * h, k) @ self.position_kernels).reshape(b, n, h, -1)  # (B, N, h, r²)
         y = y.reshape(b, n, h, v) + self._position_term(queries_by_offset, values, size)
         return y.reshape(b, n, h * v)
 
@@ -190,7 +198,11 @@ class FastMixFFN(nn.Module):
 
 
 class FastLLMITransformer(nn.Module):
-    """:class:`LLMITransformer` on channels-last maps: x (B, C, H, W), context (B, m, D) -> (B, C, H, W)."""
+    """:class:`LLMITransformer` on channels-last maps: x (B, C, H, W), context (B, m, D) -> (B, C, H, W).
+
+    x may also have fewer rows than context, b with context rows k·b: x is then shared by the k row
+    blocks, and everything before the Interactive-λ (the first use of the context) runs once per x row.
+    """
 
     def __init__(self, ref: LLMITransformer) -> None:
         super().__init__()
@@ -214,6 +226,10 @@ class FastLLMITransformer(nn.Module):
         t = self.norm(x).permute(0, 2, 3, 1).reshape(b, height * width, c)  # tokens; free when channels-last
         t = self.proj_in(t)
         t = t + self.local(self.norm1(t), size)
+        if context.shape[0] != b:
+            # Rows shared by several category contexts (CFG): everything so far is context-free.
+            repeats = context.shape[0] // b
+            t, x, b = torch.cat([t] * repeats), torch.cat([x] * repeats), context.shape[0]
         t = t + self.interactive(self.norm2(t), context, size)
         t = t + self.ff(self.norm3(t), size)
         out = self.proj_out(t).reshape(b, height, width, c).permute(0, 3, 1, 2)
@@ -256,6 +272,64 @@ class PhaseUpsample(nn.Module):
         return out.reshape(b, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
 
 
+class FastDenoiser(nn.Module):
+    """The student's :class:`LatentCategoryDenoiser` whose classifier-free-guidance rows share work.
+
+    forward(x (b, 9, H, W), timesteps scalar or (b,), input_ids (k·b, 10)) -> ε (k·b, 4, H, W): x row i
+    is the input of id rows i, b + i, ..., like ``torch.cat([x] * k)`` would be. The category tokens
+    first enter at the first LλMI block's Interactive-λ, so the input conv, the first resnet and that
+    block's Local-λ run on the b rows only (exact: those rows are identical). Mirrors
+    :meth:`MoebiusUNet.forward` otherwise.
+    """
+
+    def __init__(self, ref: LatentCategoryDenoiser) -> None:
+        super().__init__()
+        self.embedding_layer = ref.embedding_layer
+        self.diff_model = ref.diff_model
+
+    @property
+    def config(self) -> MoebiusConfig:
+        return self.diff_model.config
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor | int | float, input_ids: torch.Tensor,
+                return_block_outputs: bool = False) -> torch.Tensor | DenoiserOutput:
+        unet = self.diff_model
+        b, _, h, w = x.shape
+        m = unet.config.latent_multiple
+        if h % m or w % m:
+            raise ValueError(f"latent size {h}×{w} is not a multiple of {m} ({8 * m} px)")
+        repeats = input_ids.shape[0] // b
+        if repeats * b != input_ids.shape[0]:
+            raise ValueError(f"{input_ids.shape[0]} id rows are not a multiple of the {b} input rows")
+        t = broadcast_timesteps(timesteps, b, x.device)
+        emb = unet.time_embedding(timestep_sinusoid(t, unet.config.block_out_channels[0]).to(x.dtype))
+        context = unet.encoder_hid_proj(self.embedding_layer(input_ids))  # (k·b, 10, D)
+
+        x = unet.conv_in(x)
+        skips = [torch.cat([x] * repeats)]
+        first = unet.down_blocks[0]
+        x = first.attentions[0](first.resnets[0](x, emb), context)  # leaves with k·b rows
+        emb = torch.cat([emb] * repeats)
+        skips.append(x)
+        for resnet, attention in zip(first.resnets[1:], first.attentions[1:]):
+            x = attention(resnet(x, emb), context)
+            skips.append(x)
+        if first.downsamplers is not None:
+            x = first.downsamplers[0](x)
+            skips.append(x)
+        block_outputs = [x]
+        for block in unet.down_blocks[1:]:
+            x, block_skips = block(x, emb, context)
+            skips += block_skips
+            block_outputs.append(x)
+        for block in unet.up_blocks:
+            out_size = tuple(skips[-(len(block.resnets) + 1)].shape[2:]) if block.upsamplers is not None else None
+            x = block(x, skips, emb, context, out_size)
+            block_outputs.append(x)
+        x = unet.conv_out(F.silu(unet.conv_norm_out(x)))
+        return DenoiserOutput(x, block_outputs) if return_block_outputs else x
+
+
 _REPLACEMENTS = {
     Upsample: PhaseUpsample,
     DepthwiseSeparableConv: FoldedDWConv,
@@ -283,6 +357,8 @@ def optimize_for_inference(model: nn.Module, channels_last: bool = True) -> nn.M
 
     with torch.no_grad():
         swap(fast)
+    if isinstance(fast, LatentCategoryDenoiser) and isinstance(fast.diff_model, MoebiusUNet):
+        fast = FastDenoiser(fast)
     fast.requires_grad_(False)
     fast = fast.to(device=source.device, dtype=source.dtype)
     if channels_last:

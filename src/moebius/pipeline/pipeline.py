@@ -138,7 +138,8 @@ class MoebiusInpaintPipeline:
             # the reference algorithms: its channels-last, phase-split variant moved the official trace's
             # posteriors by 3e-4 (tolerance 1e-4); in reduced precision that is far below the rounding.
             vae = self.vae if self.vae_dtype == torch.float32 else optimize_for_inference(self.vae)
-            self._fast_models = SamplerModels(optimize_for_inference(self.unet), vae, self.dtype, channels_last=True)
+            self._fast_models = SamplerModels(optimize_for_inference(self.unet), vae, self.dtype,
+                                              channels_last=True, shared_cfg_input=True)
         return self._fast_models
 
     @property

@@ -43,12 +43,17 @@ StepCallback = Callable[[StepInfo], None]
 
 @dataclass
 class SamplerModels:
-    """The networks one sampling run uses: the U-Net to call (possibly the fast copy) and the VAE."""
+    """The networks one sampling run uses: the U-Net to call (possibly the fast copy) and the VAE.
+
+    ``shared_cfg_input``: the U-Net takes the CFG step's input once, (B, 9, h, w) with 2B id rows, and
+    shares it between both halves (:class:`~moebius.models.fast.FastDenoiser`); otherwise it is doubled.
+    """
 
     unet: nn.Module
     vae: AutoencoderKL
     unet_dtype: torch.dtype
     channels_last: bool = False
+    shared_cfg_input: bool = False
 
 
 def draws_needed(settings: InpaintPreset) -> tuple[str, ...]:
@@ -134,7 +139,7 @@ def sample(models: SamplerModels, scheduler_config: DDIMConfig, settings: Inpain
     conditions = torch.cat([mask_lat, masked_latents], dim=1)  # (B, 5, h, w)
     for i, t in enumerate(timesteps.tolist()):
         x = torch.cat([latents, conditions], dim=1)  # (B, 9, h, w): [x 4 | mask 1 | masked latent 4]
-        if use_cfg:
+        if use_cfg and not models.shared_cfg_input:
             x = torch.cat([x, x])  # (2B, 9, h, w)
         x = x.to(models.unet_dtype)
         if models.channels_last:
