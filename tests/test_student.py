@@ -26,6 +26,19 @@ def test_parameter_count_is_exact():
     assert sum(p.numel() for p in model.parameters()) == 226_041_531
 
 
+def test_fresh_student_follows_the_official_initialisation():
+    """Every Linear of the U-Net xavier-uniform with zero bias; convs and the category table keep defaults."""
+    model = create_model("moebius-tiny")
+    linears = [m for m in model.diff_model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears
+    for layer in linears:
+        fan_out, fan_in = layer.weight.shape
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.8 * bound
+        assert layer.bias is None or not layer.bias.any()
+    assert model.embedding_layer.weight.std() > 0.5  # nn.Embedding's N(0, 1), not re-initialised
+
+
 def test_state_dict_layout_matches_official():
     layout = json.loads((PARITY_DIR / "student_keys.json").read_text())
     with torch.device("meta"):

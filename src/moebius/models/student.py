@@ -146,6 +146,7 @@ class MoebiusUNet(nn.Module):
 
         self.conv_norm_out = nn.GroupNorm(c.norm_num_groups, channels[0], eps=1e-5)
         self.conv_out = DepthwiseSeparableConv(channels[0], c.out_channels)
+        self.apply(_official_linear_init)
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor | int | float,
                 context: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -172,6 +173,15 @@ class MoebiusUNet(nn.Module):
 
         x = self.conv_out(F.silu(self.conv_norm_out(x)))
         return x, block_outputs
+
+
+def _official_linear_init(module: nn.Module) -> None:
+    """The released code re-initialises every Linear of the U-Net xavier-uniform with zero bias (spec §1.1);
+    convolutions keep PyTorch's defaults. Only training from scratch sees this."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 def build_moebius(config: MoebiusConfig) -> LatentCategoryDenoiser:
