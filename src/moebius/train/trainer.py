@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from ..errors import ConfigError
 from . import _build
@@ -258,10 +259,12 @@ class Trainer:
         b = images.shape[0]
         f = self.vae.config.downsample_factor
         hw = (images.shape[2] // f, images.shape[3] // f)
-        draws = self._draw(batch["key"], hw)
+        with record_function("moebius/draw"):
+            draws = self._draw(batch["key"], hw)
 
         vae_noise = torch.cat([draws["vae"][:, 0], draws["vae"][:, 1]]) if c.vae.sample_posterior else None
-        latents = self._encode(torch.cat([images, masked]), vae_noise)
+        with record_function("moebius/encode"):
+            latents = self._encode(torch.cat([images, masked]), vae_noise)
         z, z_masked = latents[:b], latents[b:]
         mask = F.interpolate(batch["mask"].to(self.device), size=hw, mode="nearest")
         steps = self.alphas_cumprod.shape[0]
@@ -278,10 +281,11 @@ class Trainer:
         ids = batch["input_ids"].to(self.device)
 
         with self.acc.autocast():
-            student = self.model(inputs, t, ids, return_block_outputs=True)
+            with record_function("moebius/student_forward"):
+                student = self.model(inputs, t, ids, return_block_outputs=True)
             teacher = None
             if self.teacher is not None:
-                with torch.no_grad():
+                with torch.no_grad(), record_function("moebius/teacher_forward"):
                     teacher = self.teacher(inputs, t, ids, return_block_outputs=True)
         losses: dict[str, torch.Tensor] = {}
         if "task" in self.active:
@@ -308,7 +312,8 @@ class Trainer:
                 score = self.perceptual(x0, ref, draws["aug"] if p.ensembling else None, add_l1=p.add_l1)
             losses["perceptual"] = score.float().mean()
 
-        total, logs = self.weighting(losses)
+        with record_function("moebius/adaptive_weights"):
+            total, logs = self.weighting(losses)
         logs = {**{f"loss/{k}": v.detach() for k, v in losses.items()}, "loss/total": total.detach(),
                 **{f"adaptive/{k}": v for k, v in logs.items()}, "t_mean": t.float().mean()}
         return total, logs
@@ -321,23 +326,30 @@ class Trainer:
         start = time.perf_counter()
         factor = set_lr(self.optimizer, self.step, o)
         sums: dict[str, torch.Tensor] = {}
+        data_wait = 0.0
         for micro in range(o.gradient_accumulation_steps):
-            batch = next(self._loader_iter)
+            waited = time.perf_counter()
+            with record_function("moebius/data"):
+                batch = next(self._loader_iter)
+            data_wait += time.perf_counter() - waited
             last = micro == o.gradient_accumulation_steps - 1
             sync = contextlib.nullcontext() if last or self.world == 1 else self.acc.no_sync(self.model)
             with sync:
                 total, logs = self.compute_loss(batch)
-                self.acc.backward(total / o.gradient_accumulation_steps)
+                with record_function("moebius/backward"):
+                    self.acc.backward(total / o.gradient_accumulation_steps)
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0) + v.float() / o.gradient_accumulation_steps
         params = [p for p in self.student.parameters() if p.requires_grad]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, o.max_grad_norm if o.max_grad_norm > 0 else math.inf)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        with record_function("moebius/optimizer"):
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, o.max_grad_norm if o.max_grad_norm > 0 else math.inf)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.samples_seen += self.global_batch * o.gradient_accumulation_steps
         if self.ema is not None and self.step % self.config.ema.every == 0:
-            self.ema.update(self.student)
+            with record_function("moebius/ema"):
+                self.ema.update(self.student)
         sums["grad_norm"] = grad_norm.detach().float()
         names = sorted(sums)
         values = torch.stack([sums[k].to(self.device) for k in names])
@@ -347,6 +359,9 @@ class Trainer:
         elapsed = time.perf_counter() - start
         scalars["lr"] = o.lr * factor
         scalars["throughput/images_per_s"] = self.global_batch * o.gradient_accumulation_steps / elapsed
+        # Where a slow step goes: waiting for the loader vs everything else (bench/train_step_profile.py splits more).
+        scalars["time/step_s"] = elapsed
+        scalars["time/data_wait_s"] = data_wait
         return scalars
 
     def train(self, stop_at_step: int | None = None) -> dict[str, Any]:
