@@ -110,13 +110,19 @@ def _dataset(tmp_path, **changes):
 
 
 def test_items_follow_the_official_format(tmp_path):
+    from moebius.train.data import training_tensors
+
     dataset = _dataset(tmp_path, dilate_p=0.0, flip_p=0.0)
     for key in range(6):
         item = dataset[key]
         assert item["image"].shape == (3, 16, 16) and item["mask"].shape == (1, 16, 16)
-        assert item["image"].min() >= -1 and item["image"].max() <= 1
-        assert set(item["mask"].unique().tolist()) <= {0.0, 1.0}
-        torch.testing.assert_close(item["masked_image"], item["image"] * (1 - item["mask"]))
+        assert item["image"].dtype == item["mask"].dtype == torch.uint8
+        assert set(item["mask"].unique().tolist()) <= {0, 1}
+        image, hole, masked = training_tensors(torch.utils.data.default_collate([item]), "cpu")
+        assert image.min() >= -1 and image.max() <= 1 and image.dtype == torch.float32
+        torch.testing.assert_close(image, item["image"][None].float() / 127.5 - 1)
+        torch.testing.assert_close(masked, image * (1 - hole))
+        assert torch.equal(masked[hole.expand_as(masked) > 0], torch.zeros_like(masked[hole.expand_as(masked) > 0]))
         ids = item["input_ids"].tolist()
         if dataset.items[dataset.index_of(key)].prompt == "foreground":
             assert ids == list(range(10, 20))

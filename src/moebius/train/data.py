@@ -1,7 +1,9 @@
 """Training data: the official jsonl format, plain image folders, and the official augmentations.
 
-Spec: official-behaviour.md §7. One item becomes ``{"image" (3, S, S) in [-1, 1], "mask" (1, S, S) in {0, 1}
-(1 = hole), "masked_image" = image·(1 − mask), "input_ids" (10,), "key" ()}``.
+Spec: official-behaviour.md §7. One item becomes ``{"image" (3, S, S) uint8, "mask" (1, S, S) uint8 in {0, 1}
+(1 = hole), "input_ids" (10,), "key" ()}``; :func:`training_tensors` turns a collated batch into the float
+image in [-1, 1], mask and masked image on the training device. Batches travel as bytes, a seventh of the
+float image + mask + masked image, through the loader's worker processes and the host-to-device copy.
 
 Reproducibility: samples are addressed by a global *key* k = 0, 1, 2, ... The key fixes the dataset index
 (a per-epoch permutation seeded by the run seed) and seeds every random choice of that sample, here and in
@@ -162,7 +164,7 @@ class InpaintingDataset(torch.utils.data.Dataset):
         size = c.resolution
         with Image.open(item.image) as opened:
             image = resize_short_side(opened.convert("RGB"), size)
-        pixels = np.asarray(image, np.float32) / 127.5 - 1.0  # (H, W, 3)
+        pixels = np.array(image)  # (H, W, 3) uint8, writable (torch.from_numpy warns on a read-only view)
         h, w = pixels.shape[:2]
 
         own = None
@@ -187,14 +189,20 @@ class InpaintingDataset(torch.utils.data.Dataset):
         if rng.random() < c.flip_p:
             pixels, mask = pixels[:, ::-1], mask[:, ::-1]
 
-        image_t = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)  # (3, S, S)
-        mask_t = torch.from_numpy((np.ascontiguousarray(mask) >= 0.5).astype(np.float32))[None]  # (1, S, S)
         return {
-            "image": image_t,
-            "mask": mask_t,
-            "masked_image": image_t * (1.0 - mask_t),
+            "image": torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1),  # (3, S, S) uint8
+            "mask": torch.from_numpy((np.ascontiguousarray(mask) >= 0.5).astype(np.uint8))[None],  # (1, S, S)
             "input_ids": torch.tensor(PROMPT_IDS[item.prompt], dtype=torch.int64),
         }
+
+
+def training_tensors(batch: dict[str, torch.Tensor], device: torch.device | str
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A collated batch -> float32 on ``device``: image (B, 3, S, S) in [-1, 1], mask (B, 1, S, S) in {0, 1}
+    (1 = hole), and the masked image image·(1 − mask) (holes at 0, mid-grey)."""
+    image = batch["image"].to(device, non_blocking=True).float() / 127.5 - 1.0
+    mask = batch["mask"].to(device, non_blocking=True).float()
+    return image, mask, image * (1.0 - mask)
 
 
 class KeySampler(torch.utils.data.Sampler):

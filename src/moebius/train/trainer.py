@@ -37,6 +37,7 @@ from ..errors import ConfigError
 from . import _build
 from ._state import capture_rng, load_state, restore_rng, save_state
 from .config import TrainConfig, dump_config
+from .data import training_tensors
 from .losses import AdaptiveWeighting, feature_kd_loss, mse, predict_x0
 
 logger = logging.getLogger("moebius.train")
@@ -254,8 +255,7 @@ class Trainer:
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Forward both networks on one micro-batch; -> (total loss, detached log scalars)."""
         c = self.config
-        images = batch["image"].to(self.device)
-        masked = batch["masked_image"].to(self.device)
+        images, hole, masked = training_tensors(batch, self.device)
         b = images.shape[0]
         f = self.vae.config.downsample_factor
         hw = (images.shape[2] // f, images.shape[3] // f)
@@ -266,7 +266,7 @@ class Trainer:
         with record_function("moebius/encode"):
             latents = self._encode(torch.cat([images, masked]), vae_noise)
         z, z_masked = latents[:b], latents[b:]
-        mask = F.interpolate(batch["mask"].to(self.device), size=hw, mode="nearest")
+        mask = F.interpolate(hole, size=hw, mode="nearest")
         steps = self.alphas_cumprod.shape[0]
         if c.noise.timesteps == "logit_normal":
             t = torch.sigmoid(c.noise.logit_mean + c.noise.logit_std * draws["u"]) * steps
