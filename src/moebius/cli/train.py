@@ -93,14 +93,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_train_autoencoder(args: argparse.Namespace) -> int:
     from ..train.autoencoder import load_autoencoder_config, train_autoencoder
-    from ..train.config import config_to_dict
+    from ..train.config import dump_config
 
     overrides = list(args.overrides) + ([f"run.output_dir={args.output_dir}"] if args.output_dir else [])
     config = load_autoencoder_config(args.config, overrides)
     if args.print_config:
-        import yaml
-
-        print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
+        print(dump_config(config), end="")
         return 0
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

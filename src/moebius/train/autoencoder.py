@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from .config import from_dict
+from .config import dump_config, load_yaml_config
 
 logger = logging.getLogger("moebius.train")
 
@@ -108,22 +108,7 @@ class AutoencoderTrainConfig:
 
 def load_autoencoder_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> AutoencoderTrainConfig:
     """Read a YAML file strictly and apply ``KEY=VALUE`` overrides (as :func:`~moebius.train.config.load_config`)."""
-    import yaml
-
-    from .config import apply_override
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
-    for override in overrides:
-        apply_override(data, override)
-    return from_dict(AutoencoderTrainConfig, data)
+    return load_yaml_config(AutoencoderTrainConfig, path, overrides)
 
 
 class ImageCrops(torch.utils.data.Dataset):
@@ -304,7 +289,6 @@ class AutoencoderTrainer:
 
     def _save(self, summary: dict[str, Any]) -> Path:
         from ..pipeline.loading import save_vae
-        from .config import config_to_dict
 
         folder = self.out / "autoencoder"
         if self.acc.is_main_process:
@@ -314,9 +298,7 @@ class AutoencoderTrainer:
             save_vae(self.model.float().cpu(), tmp)
             shutil.rmtree(folder, ignore_errors=True)
             tmp.rename(folder)
-            import yaml
-
-            (self.out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(self.config), sort_keys=False))
+            (self.out / "config.yaml").write_text(dump_config(self.config))
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             logger.info("saved %s", folder)
         self.acc.wait_for_everyone()

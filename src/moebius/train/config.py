@@ -328,6 +328,11 @@ def apply_override(data: dict[str, Any], override: str) -> None:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Read a YAML file (or start from the defaults when ``path`` is None) and apply ``KEY=VALUE`` overrides."""
+    return load_yaml_config(TrainConfig, path, overrides)
+
+
+def load_yaml_config(cls: type, path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """Config dataclass ``cls`` from a YAML file (its defaults when ``path`` is None) plus overrides, strictly."""
     import yaml
 
     data: Any = {}
@@ -343,7 +348,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{path}: the top level must be a mapping")
     for override in overrides:
         apply_override(data, override)
-    return from_dict(TrainConfig, data)
+    return from_dict(cls, data)
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -351,7 +356,7 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def dump_config(config: TrainConfig) -> str:
+def dump_config(config: Any) -> str:
     """The resolved config as YAML (keys in declaration order)."""
     import yaml
 
