@@ -2,7 +2,7 @@
 
     python bench/autoencoder_recon.py runs/small/kl/autoencoder/autoencoder runs/small/s2d/autoencoder/autoencoder
 
-Each photo is center-cropped and resized to ``--size``² (as the photo benchmark does), encoded to the
+Each photo is loaded as the photo benchmark loads it (EXIF orientation, center square, Lanczos to ``--size``²), encoded to the
 posterior mean and decoded; PSNR and SSIM are over the whole image, against the input. Prints one markdown
 row per autoencoder.
 """
@@ -15,20 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from moebius.eval.metrics import psnr, ssim
 from moebius.eval.photos import default_photos_dir, held_out_photos
+from moebius.eval.runner import load_rgb
 from moebius.pipeline.loading import load_vae
-
-
-def center_square(path: Path, size: int) -> np.ndarray:
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-    w, h = image.size
-    s = min(w, h)
-    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-    return np.array(image.crop(box).resize((size, size), Image.LANCZOS))
 
 
 @torch.no_grad()
@@ -44,7 +35,7 @@ def main() -> None:
     parser.add_argument("--photos-dir", type=Path, default=None)
     parser.add_argument("--size", type=int, default=256)
     args = parser.parse_args()
-    photos = [center_square(p, args.size) for p in held_out_photos(args.photos_dir or default_photos_dir())]
+    photos = [np.array(load_rgb(p, args.size)) for p in held_out_photos(args.photos_dir or default_photos_dir())]
     print(f"# {len(photos)} held-out photos at {args.size}²")
     print("| autoencoder | latent | PSNR dB | SSIM | s per image |\n|---|---|---|---|---|")
     for folder in args.autoencoders:
