@@ -27,7 +27,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers.depthwise import DepthwiseSeparableConv
-from ..layers.embeddings import broadcast_timesteps, timestep_sinusoid
 from ..layers.lambda_layers import InteractiveLambda, LocalLambda, resample_position_table
 from ..layers.llmi import LLMITransformer
 from ..layers.mix_ffn import MixFFN
@@ -278,8 +277,8 @@ class FastDenoiser(nn.Module):
     forward(x (b, 9, H, W), timesteps scalar or (b,), input_ids (k·b, 10)) -> ε (k·b, 4, H, W): x row i
     is the input of id rows i, b + i, ..., like ``torch.cat([x] * k)`` would be. The category tokens
     first enter at the first LλMI block's Interactive-λ, so the input conv, the first resnet and that
-    block's Local-λ run on the b rows only (exact: those rows are identical). Mirrors
-    :meth:`MoebiusUNet.forward` otherwise.
+    block's Local-λ run on the b rows only (exact: those rows are identical). The rest is
+    :class:`MoebiusUNet`'s own steps (its size check, time embedding, down blocks and ``up_path``).
     """
 
     def __init__(self, ref: LatentCategoryDenoiser) -> None:
@@ -294,15 +293,12 @@ class FastDenoiser(nn.Module):
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor | int | float, input_ids: torch.Tensor,
                 return_block_outputs: bool = False) -> torch.Tensor | DenoiserOutput:
         unet = self.diff_model
-        b, _, h, w = x.shape
-        m = unet.config.latent_multiple
-        if h % m or w % m:
-            raise ValueError(f"latent size {h}×{w} is not a multiple of {m} ({8 * m} px)")
+        unet.check_latent_size(x)
+        b = x.shape[0]
         repeats = input_ids.shape[0] // b
         if repeats * b != input_ids.shape[0]:
             raise ValueError(f"{input_ids.shape[0]} id rows are not a multiple of the {b} input rows")
-        t = broadcast_timesteps(timesteps, b, x.device)
-        emb = unet.time_embedding(timestep_sinusoid(t, unet.config.block_out_channels[0]).to(x.dtype))
+        emb = unet.time_embed(timesteps, x)
         context = unet.encoder_hid_proj(self.embedding_layer(input_ids))  # (k·b, 10, D)
 
         x = unet.conv_in(x)
@@ -322,11 +318,7 @@ class FastDenoiser(nn.Module):
             x, block_skips = block(x, emb, context)
             skips += block_skips
             block_outputs.append(x)
-        for block in unet.up_blocks:
-            out_size = tuple(skips[-(len(block.resnets) + 1)].shape[2:]) if block.upsamplers is not None else None
-            x = block(x, skips, emb, context, out_size)
-            block_outputs.append(x)
-        x = unet.conv_out(F.silu(unet.conv_norm_out(x)))
+        x = unet.up_path(x, skips, emb, context, block_outputs)
         return DenoiserOutput(x, block_outputs) if return_block_outputs else x
 
 

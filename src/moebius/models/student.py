@@ -150,12 +150,8 @@ class MoebiusUNet(nn.Module):
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor | int | float,
                 context: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        b, _, h, w = x.shape
-        m = self.config.latent_multiple
-        if h % m or w % m:
-            raise ValueError(f"latent size {h}×{w} is not a multiple of {m} ({8 * m} px)")
-        t = broadcast_timesteps(timesteps, b, x.device)
-        emb = self.time_embedding(timestep_sinusoid(t, self.config.block_out_channels[0]).to(x.dtype))  # (B, 4C0)
+        self.check_latent_size(x)
+        emb = self.time_embed(timesteps, x)  # (B, 4C0)
         context = self.encoder_hid_proj(context)  # (B, 10, 768)
 
         x = self.conv_in(x)
@@ -165,14 +161,28 @@ class MoebiusUNet(nn.Module):
             x, block_skips = block(x, emb, context)
             skips += block_skips
             block_outputs.append(x)
+        return self.up_path(x, skips, emb, context, block_outputs), block_outputs
+
+    def check_latent_size(self, x: torch.Tensor) -> None:
+        h, w = x.shape[2:]
+        m = self.config.latent_multiple
+        if h % m or w % m:
+            raise ValueError(f"latent size {h}×{w} is not a multiple of {m} ({8 * m} px)")
+
+    def time_embed(self, timesteps: torch.Tensor | int | float, x: torch.Tensor) -> torch.Tensor:
+        """Timesteps (scalar or (B,)) -> (B, 4·C0) in x's dtype, B = x's batch."""
+        t = broadcast_timesteps(timesteps, x.shape[0], x.device)
+        return self.time_embedding(timestep_sinusoid(t, self.config.block_out_channels[0]).to(x.dtype))
+
+    def up_path(self, x: torch.Tensor, skips: list[torch.Tensor], emb: torch.Tensor, context: torch.Tensor,
+                block_outputs: list[torch.Tensor]) -> torch.Tensor:
+        """The up blocks (popping ``skips``, appending to ``block_outputs``), then the output conv -> ε."""
         for block in self.up_blocks:
             # The upsampler restores the size of the skip it will meet next.
             out_size = tuple(skips[-(len(block.resnets) + 1)].shape[2:]) if block.upsamplers is not None else None
             x = block(x, skips, emb, context, out_size)
             block_outputs.append(x)
-
-        x = self.conv_out(F.silu(self.conv_norm_out(x)))
-        return x, block_outputs
+        return self.conv_out(F.silu(self.conv_norm_out(x)))
 
 
 def _official_linear_init(module: nn.Module) -> None:
