@@ -72,17 +72,17 @@ def prepare_photos(photos: Path, out: Path, side: int = 256) -> int:
 def plan(args: argparse.Namespace) -> list[Stage]:
     out, photos = args.out, args.out / "photos"
     moebius = [sys.executable, "-m", "moebius"]
-    limit = [] if args.minutes is None else ["--set", f"run.time_limit_minutes={args.minutes}"]
-    limit += [x for o in args.overrides for x in ("--set", o)]
+    denoiser_sets = [] if args.minutes is None else ["--set", f"run.time_limit_minutes={args.minutes}"]
+    denoiser_sets += [x for o in args.overrides for x in ("--set", o)]
     data = ["--set", f"data.image_dirs=[{photos}]"]
     stages = []
     for v in args.variants:
         ae_dir = out / v / "autoencoder"
-        ae_limit = [] if args.minutes is None else ["--set", f"run.time_limit_minutes={args.minutes / 2}"]
-        ae_limit += [x for o in args.autoencoder_overrides for x in ("--set", o)]
+        autoencoder_sets = [] if args.minutes is None else ["--set", f"run.time_limit_minutes={args.minutes / 2}"]
+        autoencoder_sets += [x for o in args.autoencoder_overrides for x in ("--set", o)]
         stages.append(Stage(f"autoencoder-{v}", [*moebius, "train-autoencoder", str(CONFIGS / f"autoencoder_{v}.yaml"),
-                                                 "--output-dir", str(ae_dir), *data, *ae_limit], ["photos"]))
-        common = [*data, *limit, "--set", f"vae.weights={ae_dir / 'autoencoder'}"]
+                                                 "--output-dir", str(ae_dir), *data, *autoencoder_sets], ["photos"]))
+        common = [*data, *denoiser_sets, "--set", f"vae.weights={ae_dir / 'autoencoder'}"]
         if v == "s2d":
             common += [x for o in S2D_CHANNELS for x in ("--set", o)]
         networks = ["teacher", "distill", "plain"] if v == "kl" else ["teacher", "distill"]
