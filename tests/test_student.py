@@ -77,6 +77,8 @@ def test_train_forward_and_batchnorm_updates_match_official(student_state, stude
     for i, block in enumerate(out.block_outputs):
         _close(block.mean(dim=(2, 3)), ref[f"train_block{i}_chmean"], 1e-4, f"train block {i} channel means")
     state = model.state_dict()
+    key = next(k for k in state if k.endswith("running_mean"))
+    assert not torch.equal(state[key], student_state[key])  # the caller's dict is left as it was
     prefix = "train_bn."
     checked = 0
     for key, expected in ref.items():

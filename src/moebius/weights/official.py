@@ -118,7 +118,10 @@ def load_official(path_or_state_dict: str | Path | Mapping[str, torch.Tensor], k
     """
     config = None
     if isinstance(path_or_state_dict, Mapping):
-        state, source = _as_tensor_dict(path_or_state_dict, "state dict"), "state dict"
+        # The model takes its tensors by assignment; copy the caller's, so that training the model (BatchNorm
+        # statistics, optimizer steps) never writes into a dict the caller still holds.
+        source = "state dict"
+        state = {k: v.clone() for k, v in _as_tensor_dict(path_or_state_dict, source).items()}
     else:
         path = Path(path_or_state_dict)
         source = str(path)
