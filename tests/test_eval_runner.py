@@ -295,6 +295,7 @@ def test_cli_runs_a_moebius_pipeline_as_the_method(dataset, tmp_path):
                  "--save-predictions", "-o", str(out), "--quiet"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == "moebius" and "steps=1" in report["method_details"]
+    assert "guidance=preset" in report["method_details"]
     assert sorted(p.name for p in (out / "predictions").iterdir()) == ["im0.png", "im1.png"]
 
 
@@ -338,6 +339,26 @@ def test_photo_benchmark_end_to_end(photo_dir, tmp_path):
     if "telea" in methods:
         by = {r["method"]: r["summary"] for r in summary["results"]}
         assert by["telea"]["psnr_hole"] > by["identity"]["psnr_hole"]
+
+
+def test_cli_photo_benchmark_uses_the_chosen_mask_preset(photo_dir, tmp_path, capsys):
+    """--photos used to drop --mask-preset silently and score the default mixed masks."""
+    common = ["--photos", "--photos-dir", str(photo_dir), "--resolutions", "32", "--method", "identity",
+              "--metrics", "psnr", "--masks-per-image", "1", "--quiet"]
+
+    def holes(preset_args, out):
+        assert _cli([*common, *preset_args, "-o", str(tmp_path / out)]) == 0
+        summary = json.loads((tmp_path / out / "photos_summary.json").read_text())
+        per_image = (tmp_path / out / "32" / "identity" / "per_image.csv").read_text()
+        return summary["masks"], per_image
+
+    default_masks, default_rows = holes([], "mixed")
+    lama_masks, lama_rows = holes(["--mask-preset", "medium_256"], "medium")
+    assert "mixed" in default_masks and "medium_256" in lama_masks
+    assert lama_rows != default_rows  # other holes, so other scores
+    assert holes(["--mask-preset", "medium_256", "--mask-seed", "1"], "seed1")[1] != lama_rows
+    with pytest.raises(InputError, match="--mask-preset"):
+        _cli([*common, "--masks", str(tmp_path), "-o", str(tmp_path / "x")])
 
 
 def test_photo_benchmark_checks_the_manifest(photo_dir, tmp_path):

@@ -52,6 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     what.add_argument("--variant", help="with --method moebius: official checkpoint variant")
     what.add_argument("--preset", default="default", help="with --method moebius: inference preset (default)")
     what.add_argument("--steps", type=int, help="with --method moebius: DDIM steps")
+    what.add_argument("--guidance", type=float, help="with --method moebius: classifier-free guidance scale "
+                      "(1 switches CFG off; default: the preset's)")
     what.add_argument("--seed", type=int, default=0, help="with --method moebius: sampling seed (default 0)")
     what.add_argument("--save-predictions", action="store_true", help="keep what the method produced in OUTPUT/predictions")
 
@@ -154,12 +156,15 @@ def _moebius_inpainter(args: argparse.Namespace):
     options = {"preset": args.preset, "seed": args.seed}
     if args.steps:
         options["num_inference_steps"] = args.steps
+    if args.guidance is not None:
+        options["guidance_scale"] = args.guidance
 
     def inpaint(image, mask):
         return pipe(image, mask, **options).images[0]
 
     details = (f"MoebiusInpaintPipeline weights={args.weights} variant={args.variant or 'default'} "
-               f"preset={args.preset} steps={args.steps or 'preset'} seed={args.seed} (strength: the preset's)")
+               f"preset={args.preset} steps={args.steps or 'preset'} guidance={'preset' if args.guidance is None else args.guidance} seed={args.seed} "
+               "(strength: the preset's)")
     return inpaint, details
 
 
@@ -196,14 +201,18 @@ def _run_folder(args: argparse.Namespace, method: str | None) -> int:
 
 
 def _run_photos(args: argparse.Namespace, methods: list[str] | None) -> int:
+    from ..eval.masks import mask_source
     from ..eval.photos import DEFAULT_METHODS, DEFAULT_RESOLUTIONS, run_photo_benchmark
 
     if args.predictions:
         raise InputError("--photos runs methods; --predictions does not apply")
+    if args.masks:
+        raise InputError("--photos generates its masks; choose them with --mask-preset (and --mask-seed), not --masks")
+    masks = mask_source(args.mask_preset, args.mask_seed) if args.mask_preset else None
     summary = run_photo_benchmark(
         Path(args.output), methods or DEFAULT_METHODS, args.resolutions or DEFAULT_RESOLUTIONS,
         photos_dir=Path(args.photos_dir) if args.photos_dir else None, masks_per_image=args.masks_per_image,
-        limit=args.limit, config=_config(args, None), make_method=_make_method(args))
+        limit=args.limit, mask_source=masks, config=_config(args, None), make_method=_make_method(args))
     print((Path(args.output) / "photos_summary.md").read_text())
     return 0 if summary["results"] else 1
 
