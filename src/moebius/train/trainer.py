@@ -106,6 +106,9 @@ class Trainer:
         on_cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
         self.acc = accelerator or Accelerator(mixed_precision=c.mixed_precision, cpu=on_cpu)
         self.device = self.acc.device
+        if self.device.type == "cuda":
+            # Every step has the same shapes, so cuDNN's one-off search for the fastest convolution pays back.
+            torch.backends.cudnn.benchmark = True
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         self.is_main = self.acc.is_main_process
         self.run_dir = Path(c.run.output_dir)
