@@ -1,0 +1,83 @@
+"""How well a denoiser recovers the hole at each noise level, against simply copying the masked-image latent.
+
+    python bench/hole_error_by_timestep.py runs/small/kl/distill/pipeline runs/small/kl/plain/pipeline
+
+For held-out photos (256² by default) with LaMa ``medium_256`` masks, each pipeline folder's U-Net sees the training
+input [x_t | mask | z_masked] at several timesteps t (one fixed noise draw per photo), and the script
+prints, per t:
+
+* ``eps``: the ε-MSE that training minimises;
+* ``x0 hole``: the MSE of the implied clean latent x̂0 = (x_t − √(1−ᾱ)·ε̂) / √ᾱ inside the hole;
+* ``copy``: the same MSE for x̂0 = z_masked (the grey latent of the hole), the answer of a network that
+  only learnt to copy its condition. A denoiser must beat ``copy`` at high t to inpaint from pure noise.
+
+The ε loss hides the high-t regime: there x_t is nearly all noise, so ε̂ ≈ x_t / √(1−ᾱ) already scores
+well whatever the network thinks the hole holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from moebius.eval.photos import default_photos_dir, held_out_photos
+from moebius.eval.runner import load_rgb
+from moebius.models.denoiser import BACKGROUND_IDS
+from moebius.pipeline import MoebiusInpaintPipeline
+from moebius.pipeline.ddim import DDIMConfig, scaled_linear_alphas_cumprod
+from moebius.train.masks import MaskGenerator
+
+
+def latents(pipe: MoebiusInpaintPipeline, pixels: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> scaled posterior means (B, C, H/f, W/f), as training encodes."""
+    cfg = pipe.vae.config
+    z = pipe.vae.encode(pixels).mode()
+    if cfg.shift_factor is not None:
+        z = z - cfg.shift_factor
+    return z * cfg.scaling_factor
+
+
+@torch.inference_mode()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pipelines", nargs="+", help="pipeline folders (MoebiusInpaintPipeline.from_pretrained)")
+    parser.add_argument("--photos", type=int, default=16, help="held-out photos used (default 16)")
+    parser.add_argument("--resolution", type=int, default=256, help="square crop size (default 256)")
+    parser.add_argument("--timesteps", type=int, nargs="+", default=[50, 200, 400, 600, 800, 900, 980])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    paths = held_out_photos(default_photos_dir())[: args.photos]
+    images = torch.stack([torch.from_numpy(np.array(load_rgb(p, args.resolution))).permute(2, 0, 1) for p in paths])
+    images = images.float() / 127.5 - 1  # (N, 3, S, S)
+    generator = MaskGenerator("medium_256")
+    holes = torch.stack([torch.from_numpy(generator(args.resolution, args.resolution, np.random.default_rng(i)))[None]
+                         for i in range(len(paths))]).float()  # (N, 1, S, S), 1 = hole
+    alphas = scaled_linear_alphas_cumprod(DDIMConfig())
+    print(f"# {len(paths)} held-out photos at {args.resolution}², medium_256 masks; latent MSE per element")
+    for folder in args.pipelines:
+        pipe = MoebiusInpaintPipeline.from_pretrained(folder)
+        z = latents(pipe, images)
+        z_masked = latents(pipe, images * (1 - holes))
+        mask = F.interpolate(holes, size=z.shape[-2:], mode="nearest")
+        inside = mask.expand_as(z).bool()
+        noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
+        ids = torch.tensor([BACKGROUND_IDS] * len(paths))
+        print(f"\n## {folder}\n\n| t | eps | x0 hole | copy |\n|---|---|---|---|")
+        for t in args.timesteps:
+            a = alphas[t]
+            x_t = a.sqrt() * z + (1 - a).sqrt() * noise
+            steps = torch.full((len(paths),), t)
+            eps = torch.cat([pipe.unet(torch.cat([x, m, c], 1), s, i) for x, m, c, s, i in
+                             zip(x_t.split(4), mask.split(4), z_masked.split(4), steps.split(4), ids.split(4))])
+            x0 = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+            print(f"| {t} | {F.mse_loss(eps, noise):.4f} | {(x0 - z)[inside].square().mean():.3f} "
+                  f"| {(z_masked - z)[inside].square().mean():.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
