@@ -115,7 +115,8 @@ class MuonAdamW:
         self.muon_backend = "torch" if cls is not Muon else "moebius"
         self.muon = cls(self._views, **_muon_kwargs(cls, config)) if self._views else None
         self.adamw = (torch.optim.AdamW(adamw_params, lr=config.lr, betas=tuple(config.betas), eps=config.eps,
-                                        weight_decay=config.adamw_weight_decay) if adamw_params else None)
+                                        weight_decay=config.adamw_weight_decay, fused=_fused(adamw_params))
+                      if adamw_params else None)
         for group in self.param_groups:
             group["base_lr"] = config.lr
 
@@ -169,6 +170,12 @@ def split_parameters(model: nn.Module, adamw_names: list[str]) -> tuple[list[nn.
     return muon, adamw
 
 
+def _fused(params: list[torch.Tensor]) -> bool | None:
+    """Use AdamW's fused kernel on CPU and CUDA. On CPU, torch's default is a loop of ~5 ops per parameter:
+    for the small teacher's 750 tensors that was 81 ms of a 525 ms step (32², batch 1), fused 32 ms."""
+    return True if params and all(p.device.type in ("cpu", "cuda") for p in params) else None
+
+
 def build_optimizer(model: nn.Module, config: OptimConfig) -> MuonAdamW | torch.optim.AdamW:
     """The configured optimizer over ``model``'s trainable parameters (call after moving the model)."""
     muon, adamw = split_parameters(model, config.adamw_names)
@@ -176,7 +183,8 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> MuonAdamW | torch.
         return MuonAdamW(muon, adamw, config)
     groups = [{"params": muon, "weight_decay": config.weight_decay},
               {"params": adamw, "weight_decay": config.adamw_weight_decay}]
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=tuple(config.betas), eps=config.eps)
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=tuple(config.betas), eps=config.eps,
+                            fused=_fused(muon + adamw))
     for group in opt.param_groups:
         group["base_lr"] = config.lr
     return opt
