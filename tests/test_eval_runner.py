@@ -341,7 +341,7 @@ def test_photo_benchmark_end_to_end(photo_dir, tmp_path):
         assert by["telea"]["psnr_hole"] > by["identity"]["psnr_hole"]
 
 
-def test_cli_photo_benchmark_uses_the_chosen_mask_preset(photo_dir, tmp_path, capsys):
+def test_cli_photo_benchmark_uses_the_chosen_mask_preset(photo_dir, tmp_path):
     """--photos used to drop --mask-preset silently and score the default mixed masks."""
     common = ["--photos", "--photos-dir", str(photo_dir), "--resolutions", "32", "--method", "identity",
               "--metrics", "psnr", "--masks-per-image", "1", "--quiet"]

@@ -162,8 +162,9 @@ def _moebius_inpainter(args: argparse.Namespace):
     def inpaint(image, mask):
         return pipe(image, mask, **options).images[0]
 
+    guidance = "preset" if args.guidance is None else args.guidance
     details = (f"MoebiusInpaintPipeline weights={args.weights} variant={args.variant or 'default'} "
-               f"preset={args.preset} steps={args.steps or 'preset'} guidance={'preset' if args.guidance is None else args.guidance} seed={args.seed} "
+               f"preset={args.preset} steps={args.steps or 'preset'} guidance={guidance} seed={args.seed} "
                "(strength: the preset's)")
     return inpaint, details
 
