@@ -16,7 +16,14 @@ Stages (each a ``moebius`` command on a committed config in configs/small/, logg
 
 ``--jobs N`` runs up to N stages at once when their inputs are ready (on a GPU, 5 keeps it busy; on a CPU
 use 1). ``--minutes`` caps each training stage's wall clock (run.time_limit_minutes): the run then stops
-and saves early, and its log says at which step. Rerunning continues where the stages stopped.
+and saves early, and its log says at which step. ``--minutes 4`` caps every denoiser stage at 4 minutes and
+every autoencoder stage at 2; ``NETWORK=M`` entries set one network's cap (autoencoder, teacher, distill,
+plain), so one command can split a GPU budget, e.g. the KL variant in about ten minutes of one GPU::
+
+    python scripts/train_small_model.py --variants kl --jobs 2 --minutes autoencoder=1.5 teacher=3 plain=3 distill=5
+
+(with ``--jobs 2`` the twin trains beside the teacher, and the distilled student gets the card to itself
+once the teacher is done). Rerunning continues where the stages stopped.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs" / "small"
 # The space-to-depth variant's networks see 48 latent channels (3 colours × 4 × 4) instead of 4.
+NETWORKS = ("autoencoder", "teacher", "distill", "plain")
 S2D_CHANNELS = ["model.student_overrides.in_channels=97", "model.student_overrides.out_channels=48"]
 
 
@@ -69,17 +77,40 @@ def prepare_photos(photos: Path, out: Path, side: int = 256) -> int:
     return len(names)
 
 
+def minutes_entry(text: str) -> tuple[str, float]:
+    """``"4"`` -> ("", 4.0), every stage; ``"teacher=2.5"`` -> ("teacher", 2.5)."""
+    network, _, value = text.rpartition("=")
+    if network and network not in NETWORKS:
+        raise argparse.ArgumentTypeError(f"unknown network {network!r} (choose from {', '.join(NETWORKS)})")
+    try:
+        minutes = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected minutes, e.g. 4 or teacher=2.5") from None
+    if not minutes > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: minutes must be positive")
+    return network, minutes
+
+
 def plan(args: argparse.Namespace) -> list[Stage]:
     out, photos = args.out, args.out / "photos"
     moebius = [sys.executable, "-m", "moebius"]
-    denoiser_sets = [] if args.minutes is None else ["--set", f"run.time_limit_minutes={args.minutes}"]
-    denoiser_sets += [x for o in args.overrides for x in ("--set", o)]
+    caps = args.minutes or {}
+
+    def time_limit(network: str) -> list[str]:
+        if network in caps:
+            minutes = caps[network]
+        elif "" in caps:  # the plain number: autoencoders get half
+            minutes = caps[""] / 2 if network == "autoencoder" else caps[""]
+        else:
+            return []
+        return ["--set", f"run.time_limit_minutes={minutes}"]
+
+    denoiser_sets = [x for o in args.overrides for x in ("--set", o)]
     data = ["--set", f"data.image_dirs=[{photos}]"]
     stages = []
     for v in args.variants:
         ae_dir = out / v / "autoencoder"
-        autoencoder_sets = [] if args.minutes is None else ["--set", f"run.time_limit_minutes={args.minutes / 2}"]
-        autoencoder_sets += [x for o in args.autoencoder_overrides for x in ("--set", o)]
+        autoencoder_sets = [*time_limit("autoencoder"), *(x for o in args.autoencoder_overrides for x in ("--set", o))]
         stages.append(Stage(f"autoencoder-{v}", [*moebius, "train-autoencoder", str(CONFIGS / f"autoencoder_{v}.yaml"),
                                                  "--output-dir", str(ae_dir), *data, *autoencoder_sets], ["photos"]))
         common = [*data, *denoiser_sets, "--set", f"vae.weights={ae_dir / 'autoencoder'}"]
@@ -92,7 +123,7 @@ def plan(args: argparse.Namespace) -> list[Stage]:
             extra = ["--set", f"model.teacher_weights={out / v / 'teacher' / 'ema'}"] if net == "distill" else []
             needs = [f"autoencoder-{v}"] + ([f"teacher-{v}"] if net == "distill" else [])
             stages.append(Stage(f"{net}-{v}", [*moebius, "train", str(CONFIGS / config), "--output-dir", str(run_dir),
-                                               *common, *extra], needs, after="ema", run_dir=run_dir))
+                                               *common, *time_limit(net), *extra], needs, after="ema", run_dir=run_dir))
     return [s for s in stages if not args.stages or s.name in args.stages]
 
 
@@ -175,12 +206,16 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=["kl", "s2d"], default=["kl", "s2d"])
     parser.add_argument("--stages", nargs="+", metavar="NAME", help="run only these stages (e.g. distill-kl)")
     parser.add_argument("--jobs", type=int, default=1, help="stages run at once (default 1)")
-    parser.add_argument("--minutes", type=float, help="wall-clock cap per denoiser stage (half for autoencoders)")
+    parser.add_argument("--minutes", nargs="+", type=minutes_entry, metavar="[NETWORK=]M",
+                        help="wall-clock caps: M for every denoiser stage (M/2 for autoencoders), NETWORK=M for one "
+                             f"network ({', '.join(NETWORKS)})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="extra override for every denoiser stage (e.g. a smoke test's run.max_steps=5)")
     parser.add_argument("--autoencoder-set", dest="autoencoder_overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="extra override for the autoencoder stages")
     args = parser.parse_args()
+    if args.minutes is not None:
+        args.minutes = dict(args.minutes)
     if args.out != Path("runs/small"):
         print(f"note: writing to {args.out}; the committed configs' default paths point at runs/small")
     photos = args.out / "photos"

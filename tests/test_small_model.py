@@ -13,7 +13,7 @@ import pytest
 import torch
 
 pytest.importorskip("accelerate")
-pytest.importorskip("yaml")
+yaml = pytest.importorskip("yaml")
 
 from moebius.errors import ConfigError, InputError  # noqa: E402
 from moebius.models.space_to_depth import SpaceToDepth, SpaceToDepthConfig  # noqa: E402
@@ -159,7 +159,7 @@ def test_small_model_recipe_runs_every_stage(tmp_path):
     small = ["run.max_steps=2", "data.batch_size=2", "data.num_workers=0", "data.resolution=32", "run.save_every=1"]
     auto = ["run.max_steps=2", "data.batch_size=2", "data.num_workers=0", "data.resolution=32", "data.stats_images=2"]
     command = [sys.executable, str(REPO / "scripts" / "train_small_model.py"), "--photos", str(photos), "--out", str(out),
-               "--jobs", "2", *[x for o in small for x in ("--set", o)],
+               "--jobs", "2", "--minutes", "30", "teacher=20", *[x for o in small for x in ("--set", o)],
                *[x for o in auto for x in ("--autoencoder-set", o)]]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
@@ -168,6 +168,9 @@ def test_small_model_recipe_runs_every_stage(tmp_path):
                   "distill-s2d"):
         assert f"done  {stage}" in done.stdout
     assert len(list((out / "photos").glob("*.jpg"))) == 6
+    limits = {net: yaml.safe_load((out / "kl" / net / "config.yaml").read_text())["run"]["time_limit_minutes"]
+              for net in ("teacher", "distill", "plain")}
+    assert limits == {"teacher": 20.0, "distill": 30.0, "plain": 30.0}
     from moebius import MoebiusInpaintPipeline
 
     pipe = MoebiusInpaintPipeline.from_pretrained(out / "kl" / "distill" / "pipeline")
@@ -178,3 +181,11 @@ def test_small_model_recipe_runs_every_stage(tmp_path):
     mask = np.zeros((32, 48), np.uint8)
     mask[8:20, 10:30] = 255
     assert pipe(image, mask, num_inference_steps=2, seed=0, output_type="np").images[0].shape == (32, 48, 3)
+
+
+@pytest.mark.parametrize("entry, message", [("teacher=0", "positive"), ("student=3", "unknown network"),
+                                            ("soon", "expected minutes")])
+def test_small_model_recipe_refuses_bad_minutes(entry, message):
+    command = [sys.executable, str(REPO / "scripts" / "train_small_model.py"), "--minutes", entry]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and message in done.stderr
