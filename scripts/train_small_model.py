@@ -12,7 +12,8 @@ Stages (each a ``moebius`` command on a committed config in configs/small/, logg
    distillation); then ``distill`` (the student distilled from that teacher). ``plain`` exists for the
    KL variant only: it is the no-distillation twin of the shipped model.
 4. ``export``: every trained network's EMA weights with its autoencoder as a pipeline folder,
-   OUT/<variant>/<network>/pipeline/, loadable by ``MoebiusInpaintPipeline.from_pretrained``.
+   OUT/<variant>/<network>/pipeline/, loadable by ``MoebiusInpaintPipeline.from_pretrained``, with CFG off
+   by default (``guidance_scale`` 1).
 
 ``--jobs N`` runs up to N stages at once when their inputs are ready (on a GPU, 5 keeps it busy; on a CPU
 use 1). ``--minutes`` caps each training stage's wall clock (run.time_limit_minutes): the run then stops
@@ -42,6 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs" / "small"
 # The space-to-depth variant's networks see 48 latent channels (3 colours × 4 × 4) instead of 4.
 NETWORKS = ("autoencoder", "teacher", "distill", "plain")
+# The photos are all "background" items, so the foreground category embeddings that classifier-free
+# guidance contrasts with stay untrained: the exported pipelines run without CFG (and twice as fast).
+SMALL_MODEL_DEFAULTS = {"guidance_scale": 1.0}
 S2D_CHANNELS = ["model.student_overrides.in_channels=97", "model.student_overrides.out_channels=48"]
 
 
@@ -150,7 +154,8 @@ def export(out: Path, variants: list[str]) -> list[Path]:
         for run_dir in sorted(p for p in (out / v).iterdir() if (p / "ema").is_dir()):
             target = run_dir / "pipeline"
             shutil.rmtree(target, ignore_errors=True)  # a rerun exports afresh
-            MoebiusInpaintPipeline(load_official(run_dir / "ema"), load_vae(vae)).save_pretrained(target)
+            pipe = MoebiusInpaintPipeline(load_official(run_dir / "ema"), load_vae(vae), defaults=SMALL_MODEL_DEFAULTS)
+            pipe.save_pretrained(target)
             written.append(target)
     return written
 

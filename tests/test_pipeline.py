@@ -360,6 +360,43 @@ def test_save_and_load_pretrained_round_trip(tmp_path, pipe):
         pipe.save_pretrained(folder)
 
 
+def test_call_defaults_travel_with_the_folder_and_yield_to_explicit_choices(tmp_path):
+    image, mask = scene()
+    plain = tiny_pipeline()
+    carrying = tiny_pipeline(defaults={"guidance_scale": 1.0})
+    folder = carrying.save_pretrained(tmp_path / "pipe")
+    assert json.loads((folder / "moebius_pipeline.json").read_text())["defaults"] == {"guidance_scale": 1.0}
+    loaded = MoebiusInpaintPipeline.from_pretrained(folder)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.defaults == {"guidance_scale": 1.0}
+
+    def used(p, **kwargs):
+        out = run(p, image, mask, **kwargs)
+        return out.metadata[0].guidance_scale, out.images[0]
+
+    # A named preset takes the folder's value; the same weights without it use the preset's CFG.
+    (scale, with_default), (preset_scale, with_cfg) = used(loaded), used(plain)
+    assert scale == 1.0 and preset_scale == get_preset("default").guidance_scale
+    assert not np.array_equal(with_default, with_cfg)
+    assert np.array_equal(with_default, used(plain, guidance_scale=1.0)[1])
+    # An explicit argument or an InpaintPreset object wins over the folder.
+    assert used(loaded, guidance_scale=2.0)[0] == 2.0
+    assert used(loaded, preset=get_preset("portrait"))[0] == get_preset("portrait").guidance_scale
+
+
+@pytest.mark.parametrize("defaults, message", [({"guidance_scale": 0.5}, "guidance_scale"),
+                                               ({"steps": 3}, "unknown inpainting option"),
+                                               ({"seed": 1}, "cannot be a pipeline default"), ([1], "mapping")])
+def test_bad_call_defaults_are_refused(tmp_path, defaults, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_pipeline(defaults=defaults)
+    folder = tiny_pipeline().save_pretrained(tmp_path / "pipe")
+    info = json.loads((folder / "moebius_pipeline.json").read_text())
+    (folder / "moebius_pipeline.json").write_text(json.dumps({**info, "defaults": defaults}))
+    with pytest.raises(CheckpointError, match="'defaults'"):
+        MoebiusInpaintPipeline.from_pretrained(folder)
+
+
 def _write_official_layout(root, pipe, variants=("ft_places2",), vae_format="bin"):
     """The official folder layout. The tiny U-Net goes in our converted format (config.json +
     model.safetensors), which a variant folder may hold instead of the .bin (whose full-size architecture

@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +54,14 @@ Autoencoder = AutoencoderKL | SpaceToDepth
 
 @dataclass
 class PipelineParts:
-    """What a pipeline is built from: U-Net (eval mode), VAE (eval mode), scheduler config, variant."""
+    """What a pipeline is built from: U-Net (eval mode), VAE (eval mode), scheduler config, variant, and the
+    call defaults the weights need (``InpaintPreset`` fields, e.g. ``{"guidance_scale": 1.0}``)."""
 
     unet: nn.Module
     vae: Autoencoder  # AutoencoderKL or SpaceToDepth
     scheduler_config: DDIMConfig
     variant: str | None
+    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 def default_weights_dir() -> Path:
@@ -183,6 +185,20 @@ def _load_unet(folder: Path) -> nn.Module:
     return load_official(folder)
 
 
+def check_call_defaults(defaults: Any) -> dict[str, Any]:
+    """``defaults`` if it is a dict of valid :class:`~moebius.pipeline.presets.InpaintPreset` fields, else a
+    ConfigError. ``name`` and ``seed`` are refused: they describe a call, not what the weights need."""
+    from .presets import get_preset
+
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"expected a mapping of inpainting options, got {type(defaults).__name__}")
+    refused = sorted({"name", "seed"} & set(defaults))
+    if refused:
+        raise ConfigError(f"{', '.join(refused)} cannot be a pipeline default")
+    get_preset("default").replace(**defaults)  # unknown names and bad values raise here
+    return dict(defaults)
+
+
 def load_pipeline_parts(path: str | Path, variant: str | None = None, vae: str | Path | None = None) -> PipelineParts:
     """Read either layout from a local folder. ``vae`` overrides where the VAE folder is."""
     root = Path(path).expanduser()
@@ -199,9 +215,14 @@ def load_pipeline_parts(path: str | Path, variant: str | None = None, vae: str |
         saved_variant = info.get("variant")
         if variant is not None and saved_variant is not None and variant != saved_variant:
             raise CheckpointError(f"{root} holds variant {saved_variant!r}, not {variant!r}")
+        defaults = info.get("defaults", {})
+        try:
+            check_call_defaults(defaults)
+        except ConfigError as exc:
+            raise CheckpointError(f"{marker}: 'defaults': {exc}") from None
         unet = load_official(root / "unet")
         scheduler = _read_scheduler(root / SCHEDULER_FILE) if (root / SCHEDULER_FILE).is_file() else DDIMConfig()
-        return PipelineParts(unet, load_vae(Path(vae) if vae else root / "vae"), scheduler, saved_variant)
+        return PipelineParts(unet, load_vae(Path(vae) if vae else root / "vae"), scheduler, saved_variant, defaults)
     unet_dir, chosen = _official_unet_dir(root, variant)
     vae_dir = Path(vae) if vae else root / "vae"
     if not (vae_dir / CONFIG_NAME).is_file():
@@ -259,6 +280,8 @@ def save_pipeline(parts: PipelineParts, folder: str | Path) -> Path:
         save_vae(parts.vae, tmp / "vae")
         (tmp / SCHEDULER_FILE).write_text(json.dumps(scheduler_config_dict(parts.scheduler_config), indent=2) + "\n")
         info = {"format": _FORMAT, "format_version": _FORMAT_VERSION, "variant": parts.variant}
+        if parts.defaults:
+            info["defaults"] = check_call_defaults(parts.defaults)
         (tmp / PIPELINE_FILE).write_text(json.dumps(info, indent=2) + "\n")
         if folder.exists():
             folder.rmdir()

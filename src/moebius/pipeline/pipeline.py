@@ -35,7 +35,7 @@ from . import blend, hd, masks
 from ._progress import ProgressBar
 from .ddim import DDIMConfig, strength_start_index
 from .image_io import ImageData, ImageInput, mask_from_alpha, match_mask_size, to_image_data, to_mask_array
-from .loading import PipelineParts, load_pipeline_parts, resolve_source, save_pipeline
+from .loading import PipelineParts, check_call_defaults, load_pipeline_parts, resolve_source, save_pipeline
 from .noise import NoiseDraws, NoiseSource, resolve_generators
 from .output import InpaintMetadata, InpaintOutput
 from .presets import InpaintPreset, get_preset
@@ -74,14 +74,19 @@ class MoebiusInpaintPipeline:
         variant: the official checkpoint variant the U-Net came from, recorded in metadata.
         fast: run the student through :func:`~moebius.models.fast.optimize_for_inference` (same function,
             BatchNorms folded, cheaper λ layers); turn off only for debugging or benchmarks.
+        defaults: inpainting options these weights need, applied over every named preset (explicit call
+            arguments and :class:`InpaintPreset` objects win) and saved with the folder. Our small models
+            carry ``{"guidance_scale": 1.0}``: CFG contrasts with the foreground category embeddings, which
+            their training data never uses.
     """
 
     def __init__(self, unet: nn.Module, vae: AutoencoderKL, scheduler_config: DDIMConfig = DDIMConfig(), *,
-                 variant: str | None = None, fast: bool = True) -> None:
+                 variant: str | None = None, fast: bool = True, defaults: dict[str, Any] | None = None) -> None:
         self.unet = unet.eval()
         self.vae = vae.eval()
         self.scheduler_config = scheduler_config
         self.variant = variant
+        self.defaults = check_call_defaults(defaults or {})
         self.fast = fast
         self._fast_models: SamplerModels | None = None
         self._progress_enabled: bool | None = None  # None: only when stderr is a terminal
@@ -98,12 +103,14 @@ class MoebiusInpaintPipeline:
         folder written by :meth:`save_pretrained`. ``"hustvl/Moebius"`` means the hub (cached in
         ``$MOEBIUS_HOME``; needs ``huggingface_hub``). Missing files raise a CheckpointError naming them."""
         parts = load_pipeline_parts(resolve_source(path, variant, local_files_only), variant, vae)
-        pipe = cls(parts.unet, parts.vae, parts.scheduler_config, variant=parts.variant, fast=fast)
+        pipe = cls(parts.unet, parts.vae, parts.scheduler_config, variant=parts.variant, fast=fast,
+                   defaults=parts.defaults)
         return pipe.to(device, dtype)
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write our layout (unet/, vae/, scheduler.json, moebius_pipeline.json) into a new folder."""
-        return save_pipeline(PipelineParts(self.unet, self.vae, self.scheduler_config, self.variant), folder)
+        return save_pipeline(PipelineParts(self.unet, self.vae, self.scheduler_config, self.variant, self.defaults),
+                             folder)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> MoebiusInpaintPipeline:
         """Move both networks (in place) and return self. Sampling arithmetic stays float32 whatever ``dtype``."""
@@ -178,7 +185,8 @@ class MoebiusInpaintPipeline:
             image: PIL image, numpy array, tensor or path, or a list of them.
             mask_image: the same kinds (white = fill); one mask for every image, one per image, or None to
                 use each image's alpha channel (transparent = fill).
-            preset: ``"default"``, ``"official"``, ``"portrait"`` or an :class:`InpaintPreset`.
+            preset: ``"default"``, ``"official"``, ``"portrait"`` (each with this pipeline's ``defaults``
+                applied) or an :class:`InpaintPreset` (used as is).
             num_inference_steps, guidance_scale, strength: override the preset's.
             seed: an int (image i gets seed + i) or one per image; recorded in the metadata.
             generator: one CPU ``torch.Generator`` shared by the batch, or one per image.
@@ -189,8 +197,9 @@ class MoebiusInpaintPipeline:
                 ``group<k>/`` when several tile groups run), for debugging and parity checks.
             **options: any other :class:`InpaintPreset` field (``hd_strategy``, ``mask_dilate``, ...).
         """
-        settings = get_preset(preset).replace(num_inference_steps=num_inference_steps,
-                                              guidance_scale=guidance_scale, strength=strength, **options)
+        base = get_preset(preset).replace(**self.defaults) if isinstance(preset, str) else preset
+        settings = base.replace(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                strength=strength, **options)
         if output_type not in _OUTPUT_TYPES:
             raise InputError(f"output_type must be one of {', '.join(_OUTPUT_TYPES)}, got {output_type!r}")
         steps_run = settings.num_inference_steps - strength_start_index(settings.num_inference_steps, settings.strength)
