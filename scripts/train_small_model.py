@@ -41,11 +41,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs" / "small"
-# The space-to-depth variant's networks see 48 latent channels (3 colours × 4 × 4) instead of 4.
 NETWORKS = ("autoencoder", "teacher", "distill", "plain")
 # The photos are all "background" items, so the foreground category embeddings that classifier-free
 # guidance contrasts with stay untrained: the exported pipelines run without CFG (and twice as fast).
 SMALL_MODEL_DEFAULTS = {"guidance_scale": 1.0}
+# The space-to-depth variant's networks see 48 latent channels (3 colours × 4 × 4) instead of 4.
 S2D_CHANNELS = ["model.student_overrides.in_channels=97", "model.student_overrides.out_channels=48"]
 
 
@@ -154,8 +154,8 @@ def export(out: Path, variants: list[str]) -> list[Path]:
         for run_dir in sorted(p for p in (out / v).iterdir() if (p / "ema").is_dir()):
             target = run_dir / "pipeline"
             shutil.rmtree(target, ignore_errors=True)  # a rerun exports afresh
-            pipe = MoebiusInpaintPipeline(load_official(run_dir / "ema"), load_vae(vae), defaults=SMALL_MODEL_DEFAULTS)
-            pipe.save_pretrained(target)
+            unet, autoencoder = load_official(run_dir / "ema"), load_vae(vae)
+            MoebiusInpaintPipeline(unet, autoencoder, defaults=SMALL_MODEL_DEFAULTS).save_pretrained(target)
             written.append(target)
     return written
 

@@ -386,7 +386,8 @@ def test_call_defaults_travel_with_the_folder_and_yield_to_explicit_choices(tmp_
 
 @pytest.mark.parametrize("defaults, message", [({"guidance_scale": 0.5}, "guidance_scale"),
                                                ({"steps": 3}, "unknown inpainting option"),
-                                               ({"seed": 1}, "cannot be a pipeline default"), ([1], "mapping")])
+                                               ({"seed": 1}, "cannot be a pipeline default"), ([1], "mapping"),
+                                               ({"guidance_scale": "2"}, "wrong type")])
 def test_bad_call_defaults_are_refused(tmp_path, defaults, message):
     with pytest.raises(ConfigError, match=message):
         tiny_pipeline(defaults=defaults)

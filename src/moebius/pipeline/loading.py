@@ -195,7 +195,10 @@ def check_call_defaults(defaults: Any) -> dict[str, Any]:
     refused = sorted({"name", "seed"} & set(defaults))
     if refused:
         raise ConfigError(f"{', '.join(refused)} cannot be a pipeline default")
-    get_preset("default").replace(**defaults)  # unknown names and bad values raise here
+    try:
+        get_preset("default").replace(**defaults)  # unknown names and bad values raise here
+    except TypeError as exc:  # a value of the wrong type, e.g. a string scale from a hand-edited file
+        raise ConfigError(f"a value of the wrong type ({exc})") from None
     return dict(defaults)
 
 
