@@ -115,9 +115,12 @@ class ImageCrops(torch.utils.data.Dataset):
     """``dataset[key]`` -> a (3, S, S) crop in [-1, 1]; image order and crop are fixed by (seed, key)."""
 
     def __init__(self, paths: list[Path], config: AutoencoderDataConfig, seed: int) -> None:
+        from .data import KeyOrder
+
         if not paths:
             raise ConfigError("data.image_dirs holds no images")
         self.paths, self.config, self.seed = paths, config, seed
+        self.index_of = KeyOrder(len(paths), seed)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -127,10 +130,9 @@ class ImageCrops(torch.utils.data.Dataset):
 
         from .data import resize_short_side
 
-        n, size = len(self.paths), self.config.resolution
-        index = int(np.random.default_rng([self.seed, 0x5EED, key // n]).permutation(n)[key % n])
+        size = self.config.resolution
         rng = np.random.default_rng([self.seed, int(key)])
-        with Image.open(self.paths[index]) as opened:
+        with Image.open(self.paths[self.index_of(int(key))]) as opened:
             pixels = np.asarray(resize_short_side(opened.convert("RGB"), size), np.float32) / 127.5 - 1.0
         h, w = pixels.shape[:2]
         top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))

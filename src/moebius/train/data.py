@@ -113,6 +113,23 @@ def hole_biased_start(length: int, crop: int, hole: np.ndarray, min_overlap: flo
     return int(rng.integers(lo, hi + 1))
 
 
+class KeyOrder:
+    """Sample key -> dataset index: position ``key % n`` of epoch ``key // n``'s permutation of ``n`` items,
+    seeded by the run seed (the current epoch's permutation is kept)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed = n, seed
+        self._epoch = -1
+        self._perm = np.arange(0)
+
+    def __call__(self, key: int) -> int:
+        epoch = key // self.n
+        if epoch != self._epoch:
+            self._perm = np.random.default_rng([self.seed, 0x5EED, epoch]).permutation(self.n)
+            self._epoch = epoch
+        return int(self._perm[key % self.n])
+
+
 class InpaintingDataset(torch.utils.data.Dataset):
     """Addressed by sample key (see module docstring): ``dataset[k]`` -> one prepared example."""
 
@@ -126,20 +143,10 @@ class InpaintingDataset(torch.utils.data.Dataset):
         if config.object_mask_p > 0 and not len(self.object_masks):
             raise ConfigError("data.object_mask_p > 0 but there are no object masks "
                               "(no foreground items and no data.object_mask_dirs)")
-        self._perm_epoch = -1
-        self._perm = np.arange(0)
+        self.index_of = KeyOrder(len(items), seed)
 
     def __len__(self) -> int:
         return len(self.items)
-
-    def index_of(self, key: int) -> int:
-        """Dataset index of sample ``key``: position ``key % N`` of epoch ``key // N``'s permutation."""
-        n = len(self.items)
-        epoch = key // n
-        if epoch != self._perm_epoch:
-            self._perm = np.random.default_rng([self.seed, 0x5EED, epoch]).permutation(n)
-            self._perm_epoch = epoch
-        return int(self._perm[key % n])
 
     def __getitem__(self, key: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, int(key)])
