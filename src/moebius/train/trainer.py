@@ -377,7 +377,6 @@ class Trainer:
             while self.step < target:
                 if deadline is not None and self._out_of_time(deadline):
                     logger.info("run.time_limit_minutes reached at step %d: checkpointing and stopping", self.step)
-                    target = self.step
                     if last_saved is None or last_saved.name != f"{CHECKPOINT_PREFIX}{self.step:08d}":
                         last_saved = self.save_checkpoint()
                     break
@@ -398,10 +397,12 @@ class Trainer:
 
     def _out_of_time(self, deadline: float) -> bool:
         """Whether any process has passed ``deadline`` (all ranks agree, so they stop at the same step)."""
-        late = torch.tensor(float(time.monotonic() > deadline), device=self.device)
-        if self.world > 1:
-            dist.all_reduce(late, op=dist.ReduceOp.MAX)
-        return bool(late.item())
+        late = time.monotonic() > deadline
+        if self.world == 1:
+            return late  # no device tensor and no synchronisation on every step of a single process
+        flag = torch.tensor(float(late), device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     # ------------------------------------------------------------------------------------------------
     # Checkpoints
