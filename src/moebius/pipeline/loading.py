@@ -284,7 +284,7 @@ def save_pipeline(parts: PipelineParts, folder: str | Path) -> Path:
         (tmp / SCHEDULER_FILE).write_text(json.dumps(scheduler_config_dict(parts.scheduler_config), indent=2) + "\n")
         info = {"format": _FORMAT, "format_version": _FORMAT_VERSION, "variant": parts.variant}
         if parts.defaults:
-            info["defaults"] = check_call_defaults(parts.defaults)
+            info["defaults"] = parts.defaults  # checked when the pipeline was built
         (tmp / PIPELINE_FILE).write_text(json.dumps(info, indent=2) + "\n")
         if folder.exists():
             folder.rmdir()
