@@ -6,13 +6,14 @@ For held-out photos (256² by default) with LaMa ``medium_256`` masks, each pipe
 input [x_t | mask | z_masked] at several timesteps t (one fixed noise draw per photo), and the script
 prints, per t:
 
-* ``eps``: the ε-MSE that training minimises;
-* ``x0 hole``: the MSE of the implied clean latent x̂0 = (x_t − √(1−ᾱ)·ε̂) / √ᾱ inside the hole;
+* ``eps``: the ε-MSE (what an ε-predictor's training minimises; a v-predictor's ε̂ is derived from v̂);
+* ``x0 hole``: the MSE of the implied clean latent inside the hole, x̂0 = (x_t − √(1−ᾱ)·ε̂) / √ᾱ for an
+  ε-predictor, √ᾱ·x_t − √(1−ᾱ)·v̂ for a v-predictor (the pipeline's ``scheduler.json`` says which);
 * ``copy``: the same MSE for x̂0 = z_masked (the grey latent of the hole), the answer of a network that
   only learnt to copy its condition. A denoiser must beat ``copy`` at high t to inpaint from pure noise.
 
 The ε loss hides the high-t regime: there x_t is nearly all noise, so ε̂ ≈ x_t / √(1−ᾱ) already scores
-well whatever the network thinks the hole holds.
+well whatever the network thinks the hole holds, while x̂0 multiplies ε̂'s error by (1−ᾱ)/ᾱ.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from moebius.eval.photos import default_photos_dir, held_out_photos
 from moebius.eval.runner import load_rgb
 from moebius.models.denoiser import BACKGROUND_IDS
 from moebius.pipeline import MoebiusInpaintPipeline
-from moebius.pipeline.ddim import DDIMConfig, scaled_linear_alphas_cumprod
+from moebius.pipeline.ddim import DDIMConfig, scaled_linear_alphas_cumprod, split_prediction
 from moebius.train.masks import MaskGenerator
 
 
@@ -72,9 +73,9 @@ def main() -> None:
             a = alphas[t]
             x_t = a.sqrt() * z + (1 - a).sqrt() * noise
             steps = torch.full((len(paths),), t)
-            eps = torch.cat([pipe.unet(torch.cat([x, m, c], 1), s, i) for x, m, c, s, i in
+            out = torch.cat([pipe.unet(torch.cat([x, m, c], 1), s, i) for x, m, c, s, i in
                              zip(x_t.split(4), mask.split(4), z_masked.split(4), steps.split(4), ids.split(4))])
-            x0 = (x_t - (1 - a).sqrt() * eps) / a.sqrt()
+            x0, eps = split_prediction(out, x_t, a, pipe.scheduler_config.prediction_type)
             print(f"| {t} | {F.mse_loss(eps, noise):.4f} | {(x0 - z)[inside].square().mean():.3f} "
                   f"| {(z_masked - z)[inside].square().mean():.3f} |", flush=True)
 

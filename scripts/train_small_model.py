@@ -146,7 +146,9 @@ def copy_ema(run_dir: Path) -> None:
 def export(out: Path, variants: list[str]) -> list[Path]:
     """OUT/<variant>/<network>/pipeline/ for every network with EMA weights."""
     from moebius import MoebiusInpaintPipeline, load_official
+    from moebius.pipeline.ddim import DDIMConfig
     from moebius.pipeline.loading import load_vae
+    from moebius.train.config import load_config
 
     written = []
     for v in variants:
@@ -155,7 +157,9 @@ def export(out: Path, variants: list[str]) -> list[Path]:
             target = run_dir / "pipeline"
             shutil.rmtree(target, ignore_errors=True)  # a rerun exports afresh
             unet, autoencoder = load_official(run_dir / "ema"), load_vae(vae)
-            MoebiusInpaintPipeline(unet, autoencoder, defaults=SMALL_MODEL_DEFAULTS).save_pretrained(target)
+            schedule = DDIMConfig(prediction_type=load_config(run_dir / "config.yaml").noise.prediction_type)
+            pipe = MoebiusInpaintPipeline(unet, autoencoder, schedule, defaults=SMALL_MODEL_DEFAULTS)
+            pipe.save_pretrained(target)
             written.append(target)
     return written
 

@@ -13,7 +13,9 @@ from moebius.pipeline.ddim import (
     DDIMConfig,
     DDIMScheduler,
     cfg_combine,
+    split_prediction,
     strength_start_index,
+    velocity,
 )
 from parity_formula import PARITY_DIR
 
@@ -61,7 +63,7 @@ def test_official_scheduler_config_is_the_default(trace_meta):
 @pytest.mark.parametrize(
     ("key", "value"),
     [
-        ("prediction_type", "v_prediction"),
+        ("prediction_type", "sample"),
         ("timestep_spacing", "trailing"),
         ("beta_schedule", "linear"),
         ("clip_sample", True),
@@ -168,3 +170,45 @@ def test_step_keeps_dtype(scheduler):
     x = torch.randn(1, 4, 2, 2, dtype=torch.float64)
     out = scheduler.step(torch.randn_like(x), 500, x)
     assert out.prev_sample.dtype == out.pred_original_sample.dtype == torch.float64
+
+
+# ----------------------------------------------------------------------------------------------------
+# v-prediction (our own small models)
+
+
+def test_v_prediction_config_round_trips(trace_meta):
+    config = DDIMConfig.from_config_dict(trace_meta["scheduler_config"] | {"prediction_type": "v_prediction"})
+    assert config == DDIMConfig(prediction_type="v_prediction")
+    with pytest.raises(ConfigError, match="prediction_type"):
+        DDIMConfig(prediction_type="sample")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_exact_prediction_walks_the_forward_process(prediction_type):
+    # A network that knows x0 and the noise: each step must land exactly on q(x_prev | x0) with the same
+    # noise, and report x0; so the conversion between ε, v and x0 is consistent in both directions.
+    config = DDIMConfig(prediction_type=prediction_type)
+    s = DDIMScheduler(config)
+    s.set_timesteps(10)
+    gen = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(2, 4, 3, 5, generator=gen), torch.randn(2, 4, 3, 5, generator=gen)
+    x = s.add_noise(x0, noise, s.timesteps[0])
+    for t in s.timesteps.tolist():
+        a = s.alphas_cumprod[t]
+        output = noise if prediction_type == "epsilon" else velocity(x0, noise, a)
+        step = s.step(output, t, x)
+        torch.testing.assert_close(step.pred_original_sample, x0)
+        expected = s.add_noise(x0, noise, t - 100) if t >= 100 else x0
+        torch.testing.assert_close(step.prev_sample, expected)
+        x = step.prev_sample
+
+
+def test_v_prediction_bounds_the_x0_error_at_high_t():
+    # The reason the small models predict v: at t = 950 the same output error moves an ε-predictor's x̂0
+    # by (1−ᾱ)/ᾱ times more, in mean square, than a v-predictor's, which moves by at most the error itself.
+    a = DDIMScheduler().alphas_cumprod[950].double()
+    x_t, error = torch.randn(1000, dtype=torch.float64), 0.1 * torch.randn(1000, dtype=torch.float64)
+    shift = {kind: (split_prediction(error, x_t, a, kind)[0] - split_prediction(0 * error, x_t, a, kind)[0])
+             .square().mean() / error.square().mean() for kind in ("epsilon", "v_prediction")}
+    assert shift["epsilon"].item() == pytest.approx(((1 - a) / a).item())
+    assert shift["epsilon"] > 100 and shift["v_prediction"] <= 1

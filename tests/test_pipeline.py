@@ -360,6 +360,19 @@ def test_save_and_load_pretrained_round_trip(tmp_path, pipe):
         pipe.save_pretrained(folder)
 
 
+def test_v_prediction_travels_with_the_folder_and_changes_the_sampling(tmp_path, pipe):
+    from moebius.pipeline.ddim import DDIMConfig
+
+    image, mask = scene()
+    v_pipe = tiny_pipeline(scheduler_config=DDIMConfig(prediction_type="v_prediction"))
+    loaded = MoebiusInpaintPipeline.from_pretrained(v_pipe.save_pretrained(tmp_path / "pipe"))
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.scheduler_config.prediction_type == "v_prediction"
+    result = run(loaded, image, mask).images[0]
+    assert np.array_equal(result, run(v_pipe, image, mask).images[0])
+    assert not np.array_equal(result, run(pipe, image, mask).images[0])  # same weights, read as ε
+
+
 def test_call_defaults_travel_with_the_folder_and_yield_to_explicit_choices(tmp_path):
     image, mask = scene()
     plain = tiny_pipeline()

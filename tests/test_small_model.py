@@ -175,6 +175,7 @@ def test_small_model_recipe_runs_every_stage(tmp_path):
 
     pipe = MoebiusInpaintPipeline.from_pretrained(out / "kl" / "distill" / "pipeline")
     assert pipe.defaults == {"guidance_scale": 1.0}
+    assert pipe.scheduler_config.prediction_type == "v_prediction"  # what the run's config trained
     assert (out / "kl" / "distill" / "ema" / "STEP").read_text().strip() == "step-00000002"
     assert isinstance(MoebiusInpaintPipeline.from_pretrained(out / "s2d" / "distill" / "pipeline").vae, SpaceToDepth)
     pipe.set_progress_bar_config(disable=True)

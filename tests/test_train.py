@@ -161,6 +161,27 @@ def test_adaptive_weights_match_hand_computation(tmp_path, mode):
     assert total.item() == pytest.approx(expected.item(), rel=1e-4)
 
 
+def test_v_prediction_task_target(tmp_path):
+    from moebius.pipeline.ddim import velocity
+    from moebius.train.trainer import Trainer
+
+    trainer = Trainer(tiny_config(tmp_path, "noise.prediction_type=v_prediction"))
+    seen, s_out, t_out = _capture(trainer)
+    inputs, encoded = {}, trainer._encode
+    trainer.student.register_forward_pre_hook(lambda m, args: inputs.update(x=args[0], t=args[1]))
+    trainer._encode = lambda images, noise: inputs.setdefault("latents", encoded(images, noise))
+    trainer.compute_loss(next(trainer._loader_iter))
+
+    z = inputs["latents"][: inputs["x"].shape[0]]
+    eps = seen["draws"]["eps"]
+    a = trainer.alphas_cumprod[inputs["t"]].reshape(-1, 1, 1, 1)
+    torch.testing.assert_close(inputs["x"][:, :4], a.sqrt() * z + (1 - a).sqrt() * eps)
+    v_hat = s_out["out"].sample.float()
+    torch.testing.assert_close(seen["losses"]["task"], ((v_hat - velocity(z, eps, a)) ** 2).mean())
+    # The teacher predicts v too: output KD compares like with like.
+    torch.testing.assert_close(seen["losses"]["output_kd"], ((v_hat - t_out["out"].sample.float()) ** 2).mean())
+
+
 def test_resume_is_bitwise_identical(tmp_path):
     from moebius.train.trainer import Trainer
 

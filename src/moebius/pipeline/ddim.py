@@ -6,6 +6,11 @@ timestep spacing, ε-prediction, no clipping, and ᾱ = 1 after the last step. E
 float32 in the same order as the reference, so ``alphas_cumprod`` and each step match the recorded trace
 bit for bit on CPU.
 
+The scheduler also runs v-predicting networks (``prediction_type="v_prediction"``, Salimans & Ho 2022), which
+our own small models use: an ε-predictor's clean-image estimate x̂0 = (x_t − √(1−ᾱ)·ε̂)/√ᾱ multiplies its
+error by (1−ᾱ)/ᾱ, about 120 at t = 950 where sampling starts, so a small network must be near perfect there;
+a v-predictor's estimate x̂0 = √ᾱ·x_t − √(1−ᾱ)·v̂ carries its error at most once.
+
 Typical use (the official call: 20 steps, strength 0.99 -> 19 steps from t = 900)::
 
     scheduler = DDIMScheduler()
@@ -22,11 +27,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 
 from ..errors import ConfigError, InputError
+
+
+PredictionType = Literal["epsilon", "v_prediction"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,8 @@ class DDIMConfig:
     set_alpha_to_one: bool = True
     # Added to every inference timestep (SD 1.x configs sometimes use 1; the official one uses 0).
     steps_offset: int = 0
+    # What the network outputs: the noise ε (the official models) or v = √ᾱ·ε − √(1−ᾱ)·x0.
+    prediction_type: PredictionType = "epsilon"
 
     def __post_init__(self) -> None:
         if self.num_train_timesteps < 1:
@@ -48,13 +58,16 @@ class DDIMConfig:
             raise ConfigError(f"need 0 < beta_start <= beta_end < 1, got {self.beta_start}, {self.beta_end}")
         if not 0 <= self.steps_offset < self.num_train_timesteps:
             raise ConfigError(f"steps_offset must lie in [0, num_train_timesteps), got {self.steps_offset}")
+        if self.prediction_type not in get_args(PredictionType):
+            raise ConfigError(f"prediction_type must be one of {', '.join(get_args(PredictionType))}, "
+                              f"got {self.prediction_type!r}")
 
     @classmethod
     def from_config_dict(cls, config: Mapping[str, Any]) -> DDIMConfig:
         """Read a diffusers ``DDIMScheduler`` config dict (e.g. ``scheduler/scheduler_config.json``).
 
         Options selecting behaviour this scheduler does not implement (other beta schedules or spacings,
-        v/sample prediction, clipping, thresholding, zero-SNR rescaling) raise :class:`ConfigError`.
+        sample prediction, clipping, thresholding, zero-SNR rescaling) raise :class:`ConfigError`.
         """
         fields = {f.name for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
@@ -79,7 +92,6 @@ _REQUIRED_DIFFUSERS_VALUES: dict[str, Any] = {
     "trained_betas": None,
     "clip_sample": False,
     "thresholding": False,
-    "prediction_type": "epsilon",
     "timestep_spacing": "leading",
     "rescale_betas_zero_snr": False,
 }
@@ -112,8 +124,26 @@ def strength_start_index(num_inference_steps: int, strength: float) -> int:
     return num_inference_steps - steps_run
 
 
+def split_prediction(output: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor,
+                     prediction_type: PredictionType) -> tuple[torch.Tensor, torch.Tensor]:
+    """A network's output at x_t -> its estimates (x̂0, ε̂), each shaped like ``x_t``.
+
+    output, x_t: (B, C, H, W); alpha_bar: ᾱ_t as a 0-d tensor or broadcastable to x_t, e.g. (B, 1, 1, 1).
+    ε-prediction: x̂0 = (x_t − √(1−ᾱ)·ε̂)/√ᾱ. v-prediction: x̂0 = √ᾱ·x_t − √(1−ᾱ)·v̂, ε̂ = √(1−ᾱ)·x_t + √ᾱ·v̂.
+    """
+    if prediction_type == "epsilon":
+        return (x_t - (1 - alpha_bar).sqrt() * output) / alpha_bar.sqrt(), output
+    return (alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * output,
+            (1 - alpha_bar).sqrt() * x_t + alpha_bar.sqrt() * output)
+
+
+def velocity(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """The v-prediction target √ᾱ·ε − √(1−ᾱ)·x0. x0, noise: (B, C, H, W); alpha_bar broadcastable. -> (B, C, H, W)."""
+    return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
+
+
 def cfg_combine(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
-    """Classifier-free guidance ε = ε_u + scale·(ε_c − ε_u), evaluated in the official order.
+    """Classifier-free guidance ε = ε_u + scale·(ε_c − ε_u), evaluated in the official order (v alike).
 
     uncond, cond: (B, C, H, W) -> (B, C, H, W). For the official CFG batch, ``uncond, cond =
     eps.chunk(2)``: row block 0 is the unconditional branch (ids 10-19), block 1 the conditional one.
@@ -129,7 +159,7 @@ class DDIMStepOutput(NamedTuple):
 
 
 class DDIMScheduler:
-    """DDIM (Song et al. 2021) with eta = 0 for an ε-predicting model.
+    """DDIM (Song et al. 2021) with eta = 0 for an ε- or v-predicting model.
 
     Holds the schedule (``alphas_cumprod``, float32 CPU) and, after :meth:`set_timesteps`, the inference
     timesteps; nothing else is stateful, so one instance may serve any number of sampling loops.
@@ -173,11 +203,12 @@ class DDIMScheduler:
         shape = (-1,) + (1,) * (x0.ndim - 1)
         return alpha.sqrt().reshape(shape) * x0 + (1 - alpha).sqrt().reshape(shape) * noise
 
-    def step(self, eps: torch.Tensor, timestep: torch.Tensor | int, sample: torch.Tensor) -> DDIMStepOutput:
+    def step(self, output: torch.Tensor, timestep: torch.Tensor | int, sample: torch.Tensor) -> DDIMStepOutput:
         """One deterministic DDIM update from ``timestep`` to ``timestep - T // n`` (spec §5.4).
 
-        x0 = (x_t − √(1 − ᾱ_t)·ε) / √ᾱ_t;  x_prev = √ᾱ_prev·x0 + √(1 − ᾱ_prev)·ε, where ᾱ_prev is 1 past
-        t = 0. eps, sample: (B, C, H, W) -> :class:`DDIMStepOutput` of two (B, C, H, W) tensors.
+        (x0, ε) from the network's output (:func:`split_prediction`); x_prev = √ᾱ_prev·x0 + √(1 − ᾱ_prev)·ε,
+        where ᾱ_prev is 1 past t = 0. output, sample: (B, C, H, W) -> :class:`DDIMStepOutput` of two
+        (B, C, H, W) tensors.
         """
         t = int(timestep)
         if not 0 <= t < self.config.num_train_timesteps:
@@ -186,7 +217,7 @@ class DDIMScheduler:
         # 0-d float32 scalars, combined in the reference's order: this is what keeps the trace bitwise.
         alpha_t = self.alphas_cumprod[t]
         alpha_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else self.final_alpha_cumprod
-        pred_x0 = (sample - (1 - alpha_t).sqrt() * eps) / alpha_t.sqrt()
+        pred_x0, eps = split_prediction(output, sample, alpha_t, self.config.prediction_type)
         prev_sample = alpha_prev.sqrt() * pred_x0 + (1 - alpha_prev).sqrt() * eps
         return DDIMStepOutput(prev_sample, pred_x0)
 

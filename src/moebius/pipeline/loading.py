@@ -142,7 +142,7 @@ def save_vae(vae: Autoencoder, folder: Path) -> None:
 def scheduler_config_dict(config: DDIMConfig) -> dict[str, Any]:
     """A diffusers ``DDIMScheduler`` config dict describing ``config``."""
     return {"_class_name": "DDIMScheduler", "beta_schedule": "scaled_linear", "clip_sample": False,
-            "prediction_type": "epsilon", "timestep_spacing": "leading", **vars(config)}
+            "timestep_spacing": "leading", **vars(config)}
 
 
 def _read_scheduler(path: Path) -> DDIMConfig:

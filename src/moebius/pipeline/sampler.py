@@ -145,12 +145,12 @@ def sample(models: SamplerModels, scheduler_config: DDIMConfig, settings: Inpain
         if models.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         t_in = torch.tensor([t], dtype=torch.long, device=device)  # (1,), broadcast over the batch
-        eps_raw = models.unet(x, t_in, input_ids).float()
-        eps = cfg_combine(*eps_raw.chunk(2), settings.guidance_scale) if use_cfg else eps_raw
-        latents = scheduler.step(eps, t, latents).prev_sample
+        raw = models.unet(x, t_in, input_ids).float()  # ε (or v, per scheduler_config.prediction_type)
+        guided = cfg_combine(*raw.chunk(2), settings.guidance_scale) if use_cfg else raw
+        latents = scheduler.step(guided, t, latents).prev_sample
         if record is not None:
-            record[f"step{i:02d}_eps_raw_uncond_cond"] = eps_raw
-            record[f"step{i:02d}_eps_cfg"] = eps
+            record[f"step{i:02d}_eps_raw_uncond_cond"] = raw
+            record[f"step{i:02d}_eps_cfg"] = guided
             record[f"step{i:02d}_latents_after"] = latents
         if callback is not None:
             callback(StepInfo(i, len(timesteps), t, latents, group))

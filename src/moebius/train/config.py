@@ -102,6 +102,9 @@ class NoiseConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     noise_offset: float = 0.0357
+    # The network's output and task target: "epsilon" (the official models; a distillation teacher must
+    # predict what its student does) or "v_prediction" (v = √ᾱ·ε − √(1−ᾱ)·x0, moebius.pipeline.ddim).
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 Four losses, each a mean over every element, in float32:
 
-- ``task``: ‖ε̂_S − ε‖², against the true noise (offset included).
-- ``output_kd``: ‖ε̂_S − ε̂_T‖², fine-grained KD against the teacher's output.
+- ``task``: ‖ε̂_S − ε‖², against the true noise (offset included); with ``noise.prediction_type:
+  v_prediction``, ‖v̂_S − v‖² against v = √ᾱ·ε − √(1−ᾱ)·x0 instead.
+- ``output_kd``: ‖ε̂_S − ε̂_T‖² (or v̂), fine-grained KD against the teacher's output.
 - ``feature_kd``: Σ over pairs ‖f_S − f_T‖², coarse KD between block outputs (student 2 ↔ teacher 5 by
   default: both 1280×16×16 at 512²).
 - ``perceptual``: E-LatentLPIPS(x̂0_S, x0), between the student's predicted clean latent and the real one.
@@ -43,6 +44,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..pipeline.ddim import PredictionType, split_prediction
 from .config import AdaptiveConfig, LossConfig
 
 LOSS_NAMES = ("task", "output_kd", "feature_kd", "perceptual")
@@ -68,10 +70,14 @@ def feature_kd_loss(student_blocks: list[torch.Tensor], teacher_blocks: list[tor
     return total
 
 
-def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
-    """x̂0 = (x_t − √(1 − ᾱ_t)·ε) / √ᾱ_t; alpha_bar (B,) float32. (B, C, h, w) -> (B, C, h, w) float32."""
+def predict_x0(x_t: torch.Tensor, output: torch.Tensor, alpha_bar: torch.Tensor,
+               prediction_type: PredictionType) -> torch.Tensor:
+    """The clean latent implied by a network ``output`` (ε or v) at x_t; alpha_bar (B,) float32.
+
+    (B, C, h, w) -> (B, C, h, w) float32; ε: x̂0 = (x_t − √(1 − ᾱ_t)·ε) / √ᾱ_t.
+    """
     a = alpha_bar.float().reshape(-1, 1, 1, 1)
-    return (x_t.float() - (1 - a).sqrt() * eps.float()) / a.sqrt()
+    return split_prediction(output.float(), x_t.float(), a, prediction_type)[0]
 
 
 def static_weights(config: LossConfig) -> dict[str, float]:

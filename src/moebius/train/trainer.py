@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch.profiler import record_function
 
 from ..errors import ConfigError
+from ..pipeline.ddim import DDIMConfig, scaled_linear_alphas_cumprod, velocity
 from . import _build
 from ._state import capture_rng, load_state, restore_rng, save_state
 from .config import TrainConfig, dump_config
@@ -146,8 +147,6 @@ class Trainer:
             if net is not None:
                 net.to(self.device)
         self.vae.to(self.device)
-        from ..pipeline.ddim import DDIMConfig, scaled_linear_alphas_cumprod
-
         self.alphas_cumprod = scaled_linear_alphas_cumprod(DDIMConfig()).to(self.device)
 
         from .ema import EMA
@@ -292,7 +291,8 @@ class Trainer:
                     teacher = self.teacher(inputs, t, ids, return_block_outputs=True)
         losses: dict[str, torch.Tensor] = {}
         if "task" in self.active:
-            losses["task"] = mse(student.sample, eps)
+            target = eps if c.noise.prediction_type == "epsilon" else velocity(z, eps, a)
+            losses["task"] = mse(student.sample, target)
         if "output_kd" in self.active:
             losses["output_kd"] = mse(student.sample, teacher.sample)
         if "feature_kd" in self.active:
@@ -303,10 +303,10 @@ class Trainer:
                                   "for the official presets)") from None
         if "perceptual" in self.active:
             p = c.loss.perceptual
-            x0 = predict_x0(x_t, student.sample, alpha_bar)
+            x0 = predict_x0(x_t, student.sample, alpha_bar, c.noise.prediction_type)
             if p.official_x0_reference:
                 rounded = x_t.bfloat16() if c.mixed_precision == "bf16" else x_t
-                ref = predict_x0(rounded, eps, alpha_bar)
+                ref = predict_x0(rounded, eps, alpha_bar, "epsilon")
             else:
                 ref = z
             if p.official_double_scaling:
