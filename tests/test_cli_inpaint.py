@@ -97,6 +97,45 @@ def test_user_errors_are_one_line(tmp_path, pair, weights, capsys):
     assert main(["inpaint", str(pair[0]), str(small), "-o", str(tmp_path / "ok.png"), *w, "--resize-mask"]) == 0
 
 
+def test_the_bundled_example_inpaints(tmp_path, weights):
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    out = tmp_path / "coffee.png"
+    assert main(["inpaint", str(examples / "coffee.jpg"), str(examples / "coffee_mask.png"), "-o", str(out),
+                 "--weights", str(weights), *FAST]) == 0
+    photo, result = np.asarray(Image.open(examples / "coffee.jpg")), np.asarray(Image.open(out))
+    hole = np.asarray(Image.open(examples / "coffee_mask.png")) > 127
+    assert result.shape == photo.shape and 0.02 < hole.mean() < 0.2
+    grown = np.zeros_like(hole)  # the paste feathers a few pixels around the hole
+    for dy in range(-8, 9):
+        for dx in range(-8, 9):
+            grown |= np.roll(hole, (dy, dx), axis=(0, 1))
+    assert np.array_equal(result[~grown], photo[~grown])
+
+
+def test_without_weights_the_official_folder_comes_first_then_the_bundled_model(tmp_path, pair, monkeypatch,
+                                                                                capsys):
+    from moebius.weights import bundled
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("MOEBIUS_HOME", str(home))
+    monkeypatch.setattr(bundled, "BUNDLED_MODEL_DIR", tmp_path / "bundled")
+    out = tmp_path / "out.png"
+    # Neither: the error names the official files to put in $MOEBIUS_HOME.
+    _one_line_error(capsys, main(["inpaint", str(pair[0]), str(pair[1]), "-o", str(out), *FAST]),
+                    str(home / "ft_places2"))
+    # The bundled model alone: used, and said once.
+    tiny_pipeline(seed=1).save_pretrained(tmp_path / "bundled")
+    assert main(["inpaint", str(pair[0]), str(pair[1]), "-o", str(out), *FAST]) == 0
+    err = capsys.readouterr().err
+    assert err.count("small model bundled") == 1 and err.count("\n") == 1 and str(home) in err
+    from_bundled = np.asarray(Image.open(out))
+    # Official weights present: they win, silently.
+    tiny_pipeline(seed=2).save_pretrained(home)
+    assert main(["inpaint", str(pair[0]), str(pair[1]), "-o", str(tmp_path / "home.png"), *FAST]) == 0
+    assert "small model bundled" not in capsys.readouterr().err
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "home.png")), from_bundled)
+
+
 # ----------------------------------------------------------------------------------------------------
 # batch
 
@@ -199,6 +238,7 @@ def test_doctor_reports_torch_devices_and_weights(weights, capsys):
     assert main(["doctor", "--weights", str(weights)]) == 0
     out = capsys.readouterr().out
     assert "torch" in out and "device (auto)" in out and str(weights) in out and "pipeline folder" in out
+    assert "bundled model" in out
 
 
 def test_download_without_hub_gives_manual_instructions(tmp_path, capsys, monkeypatch):

@@ -26,11 +26,24 @@ def test_defaults_bind_loopback():
     assert (args.host, args.port, args.weights, args.cors_origin) == ("127.0.0.1", 8080, None, [])
 
 
-def test_no_weights_is_one_clear_line(monkeypatch):
-    monkeypatch.setattr(serve_command, "_default_model", lambda: None)
+def test_no_weights_is_one_clear_line(tmp_path, monkeypatch):
+    from moebius.weights import bundled
+
+    monkeypatch.setenv("MOEBIUS_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(bundled, "BUNDLED_MODEL_DIR", tmp_path / "bundled")
     with pytest.raises(MoebiusError, match="pass --weights DIR") as exc:
         serve_command.run(parse())
-    assert "\n" not in str(exc.value)
+    assert "\n" not in str(exc.value) and str(tmp_path / "home") in str(exc.value)
+
+
+def test_without_weights_serves_the_bundled_model(tmp_path, monkeypatch):
+    from moebius.weights import bundled
+    from test_pipeline import tiny_pipeline
+
+    monkeypatch.setenv("MOEBIUS_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(bundled, "BUNDLED_MODEL_DIR", tmp_path / "bundled")
+    tiny_pipeline().save_pretrained(tmp_path / "bundled")
+    assert serve_command.settings_from_args(parse()).weights == str(tmp_path / "bundled")
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -19,7 +19,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--weights", metavar="DIR",
                        help="weights folder: official layout (<DIR>/<variant>/diffusion_pytorch_model.bin + <DIR>/vae/) "
                             "or one written by save_pretrained, or hustvl/Moebius for the hub "
-                            "(default: $MOEBIUS_HOME or ~/.cache/moebius)")
+                            "(default: $MOEBIUS_HOME or ~/.cache/moebius, else the small model bundled with moebius)")
     group.add_argument("--variant", choices=VARIANTS, help="official checkpoint (default: ft_places2 if present)")
     group.add_argument("--vae", metavar="DIR", help="VAE folder, if not <weights>/vae")
     group.add_argument("--local-files-only", action="store_true",
@@ -79,15 +79,35 @@ def resolve_device(name: str) -> str:
     return "cpu"
 
 
+def choose_weights(weights: str | None) -> str:
+    """What to load: ``--weights`` when given; else the official weights folder ($MOEBIUS_HOME or
+    ~/.cache/moebius) when it holds weights; else the small model bundled with the package, said once on
+    stderr; else the official folder anyway, whose loading error says which files to put where."""
+    import sys
+
+    from ..pipeline.loading import default_weights_dir, holds_weights
+    from ..weights import default_model_dir
+
+    if weights:
+        return weights
+    official = default_weights_dir()
+    bundled = default_model_dir()
+    if holds_weights(official) or bundled is None:
+        return str(official)
+    print(f"moebius: no official weights in {official}; using the small model bundled with moebius "
+          f"({bundled / 'MODEL_CARD.md'}). For the official model: moebius download, or --weights DIR.",
+          file=sys.stderr)
+    return str(bundled)
+
+
 def load_pipeline(args: argparse.Namespace) -> Any:
     """Build the pipeline the model options describe, on the chosen device and dtype."""
     import torch
 
     from ..errors import InputError
-    from ..pipeline.loading import default_weights_dir
     from ..pipeline.pipeline import MoebiusInpaintPipeline
 
-    weights = args.weights or default_weights_dir()
+    weights = choose_weights(args.weights)
     pipe = MoebiusInpaintPipeline.from_pretrained(weights, variant=args.variant, vae=args.vae, fast=not args.no_fast,
                                                   local_files_only=args.local_files_only)
     device = resolve_device(args.device)

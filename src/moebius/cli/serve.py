@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--weights", metavar="DIR",
                        help="weights folder (official layout or one written by save_pretrained); default: the "
-                            "bundled default model when installed")
+                            "official weights in $MOEBIUS_HOME or ~/.cache/moebius, else the bundled small model")
     group.add_argument("--variant", choices=_options.VARIANTS, help="official checkpoint variant")
     group.add_argument("--vae", metavar="DIR", help="VAE folder, if not <weights>/vae")
     group.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
@@ -51,6 +51,7 @@ def settings_from_args(args: argparse.Namespace):
     import os
 
     from ..errors import ConfigError, InputError
+    from ..pipeline.loading import holds_weights
 
     try:
         from ..serve.app import ServeSettings
@@ -63,14 +64,12 @@ def settings_from_args(args: argparse.Namespace):
                         ("--max-batch", args.max_batch), ("--max-queue", args.max_queue), ("--timeout", args.timeout)):
         if value <= 0:
             raise InputError(f"{flag} must be positive, got {value}")
-    weights = args.weights
-    if weights is None:
-        weights = _default_model()
-        if weights is None:
-            raise ConfigError("no model to serve: pass --weights DIR (a folder with the Moebius weights); "
-                              "no bundled default model is installed")
-    elif not Path(weights).expanduser().exists():
-        raise InputError(f"--weights {weights}: no such folder")
+    if args.weights is not None and not Path(args.weights).expanduser().exists():
+        raise InputError(f"--weights {args.weights}: no such folder")
+    weights = _options.choose_weights(args.weights)
+    if args.weights is None and not holds_weights(Path(weights)):
+        raise ConfigError(f"no model to serve: pass --weights DIR (a folder with the Moebius weights) or put the "
+                          f"official weights in {weights} (moebius download); this installation bundles no model")
     return ServeSettings(
         weights=str(Path(weights).expanduser()), variant=args.variant, vae=args.vae,
         device=_options.resolve_device(args.device), dtype=args.dtype, fast=not args.no_fast,
@@ -78,16 +77,6 @@ def settings_from_args(args: argparse.Namespace):
         max_batch=args.max_batch, max_wait_ms=args.batch_wait_ms, max_queue=args.max_queue,
         request_timeout_s=args.timeout, api_key=args.api_key or os.environ.get("MOEBIUS_API_KEY") or None,
         cors_origins=tuple(args.cors_origin), editor=not args.no_editor)
-
-
-def _default_model() -> str | None:
-    """The bundled default model's folder, once its issue ships one (``moebius.weights.default_model_dir``)."""
-    try:
-        from ..weights import default_model_dir  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    folder = default_model_dir()
-    return str(folder) if folder is not None and Path(folder).exists() else None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -46,6 +46,7 @@ def run_doctor(args: argparse.Namespace) -> int:
 
     from .. import __version__
     from ..pipeline.loading import default_weights_dir
+    from ..weights import default_model_dir
 
     root = Path(args.weights) if args.weights else default_weights_dir()
     cuda = torch.cuda.is_available()
@@ -63,6 +64,7 @@ def run_doctor(args: argparse.Namespace) -> int:
         ("huggingface_hub", "installed" if importlib.util.find_spec("huggingface_hub") else
          "not installed (moebius download needs it; manual download works without)"),
         ("weights", f"{root}  (set with --weights or $MOEBIUS_HOME)"),
+        ("bundled model", str(default_model_dir() or "none in this installation")),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

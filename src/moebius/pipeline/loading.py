@@ -72,6 +72,11 @@ def default_weights_dir() -> Path:
     return Path(cache).expanduser() / "moebius"
 
 
+def holds_weights(root: Path) -> bool:
+    """Whether ``root`` looks like a weights folder of either layout (it may still fail to load)."""
+    return (root / PIPELINE_FILE).is_file() or any(_has_unet(root / v) for v in OFFICIAL_VARIANTS)
+
+
 def missing_weights_message(root: Path, variant: str | None) -> str:
     """One line saying exactly which files to put where."""
     variant = variant or DEFAULT_VARIANT
