@@ -191,3 +191,49 @@ def test_small_model_recipe_refuses_bad_minutes(entry, message):
     command = [sys.executable, str(REPO / "scripts" / "train_small_model.py"), "--minutes", entry]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and message in done.stderr
+
+
+def _ship_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ship_small_model", REPO / "scripts" / "ship_small_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ship_installs_a_float16_copy_that_the_cli_falls_back_to(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from moebius.cli import main
+    from moebius.errors import MoebiusError
+    from moebius.pipeline import MoebiusInpaintPipeline
+    from moebius.weights import bundled
+    from test_pipeline import scene, tiny_pipeline
+
+    ship = _ship_script()
+    source = tiny_pipeline().save_pretrained(tmp_path / "trained")
+    card = tmp_path / "card.md"
+    with pytest.raises(MoebiusError, match="model card"):
+        ship.ship(source, card, tmp_path / "small", replace=False)
+    card.write_text("# card\n")
+    target = tmp_path / "pkg" / "small"
+    size = ship.ship(source, card, target, replace=False)
+    full = sum(f.stat().st_size for f in source.rglob("*.safetensors"))
+    assert size < 0.6 * full and (target / "MODEL_CARD.md").read_text() == "# card\n"
+    assert all(p.stat().st_mode & 0o044 for p in target.rglob("*"))  # readable by everyone once packaged
+    with pytest.raises(MoebiusError, match="--replace"):
+        ship.ship(source, card, target, replace=False)
+    assert ship.drift(MoebiusInpaintPipeline.from_pretrained(source), MoebiusInpaintPipeline.from_pretrained(target)) \
+        < ship.MAX_DRIFT
+    assert ship.drift(tiny_pipeline(seed=0), tiny_pipeline(seed=1)) > ship.MAX_DRIFT  # the check can fail
+
+    monkeypatch.setenv("MOEBIUS_HOME", str(tmp_path / "no-official"))
+    monkeypatch.setattr(bundled, "BUNDLED_MODEL_DIR", target)
+    image, mask = scene()
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "out.png"
+    assert main(["inpaint", str(tmp_path / "photo.png"), str(tmp_path / "mask.png"), "-o", str(out), "--steps", "1",
+                 "--quiet"]) == 0
+    assert Image.open(out).size == (96, 64)
