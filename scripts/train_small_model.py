@@ -8,7 +8,7 @@ Stages (each a ``moebius`` command on a committed config in configs/small/, logg
 1. ``photos``: the manifest's ``train`` split (the ``eval`` split stays held out), resized to a 256 short
    side (what training reads anyway) and stored as JPEG q95, so the set is small enough to carry around.
 2. ``autoencoder-kl`` (a KL-VAE trained here) and ``autoencoder-s2d`` (space-to-depth, fitted statistics).
-3. per autoencoder: ``teacher`` (PixelHacker architecture, plain ε-MSE) and ``plain`` (the student without
+3. per autoencoder: ``teacher`` (PixelHacker architecture, plain v-MSE) and ``plain`` (the student without
    distillation); then ``distill`` (the student distilled from that teacher). ``plain`` exists for the
    KL variant only: it is the no-distillation twin of the shipped model.
 4. ``export``: every trained network's EMA weights with its autoencoder as a pipeline folder,
