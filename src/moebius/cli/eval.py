@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     what.add_argument("--predictions", metavar="DIR", help="inpainted images named like the ground truth")
     what.add_argument("--method", action="append", metavar="NAME",
                       help=f"run a method: {', '.join(METHOD_CHOICES)} (repeatable with --photos)")
-    what.add_argument("--weights", metavar="DIR", help="with --method moebius: the weights folder")
+    what.add_argument("--weights", metavar="DIR", help="with --method moebius: the weights folder (default: as "
+                                                       "moebius inpaint, the official weights, else the bundled model)")
     what.add_argument("--variant", help="with --method moebius: official checkpoint variant")
     what.add_argument("--preset", default="default", help="with --method moebius: inference preset (default)")
     what.add_argument("--steps", type=int, help="with --method moebius: DDIM steps")
@@ -146,12 +147,12 @@ def _make_method(args: argparse.Namespace):
 
 def _moebius_inpainter(args: argparse.Namespace):
     """Wrap the pipeline as ``(image, mask) -> image`` with a fixed seed; describe its settings."""
-    if not args.weights:
-        raise InputError("--method moebius needs --weights DIR")
     from ..pipeline import MoebiusInpaintPipeline
+    from ._options import choose_weights
 
+    weights = choose_weights(args.weights)
     device = None if args.device == "cpu" else args.device
-    pipe = MoebiusInpaintPipeline.from_pretrained(args.weights, variant=args.variant, device=device)
+    pipe = MoebiusInpaintPipeline.from_pretrained(weights, variant=args.variant, device=device)
     pipe.set_progress_bar_config(disable=True)
     options = {"preset": args.preset, "seed": args.seed}
     if args.steps:
@@ -163,7 +164,7 @@ def _moebius_inpainter(args: argparse.Namespace):
         return pipe(image, mask, **options).images[0]
 
     guidance = "preset" if args.guidance is None else args.guidance
-    details = (f"MoebiusInpaintPipeline weights={args.weights} variant={args.variant or 'default'} "
+    details = (f"MoebiusInpaintPipeline weights={weights} variant={args.variant or 'default'} "
                f"preset={args.preset} steps={args.steps or 'preset'} guidance={guidance} seed={args.seed} "
                "(strength: the preset's)")
     return inpaint, details
