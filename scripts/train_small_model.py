@@ -7,7 +7,9 @@ Stages (each a ``moebius`` command on a committed config in configs/small/, logg
 
 1. ``photos``: the manifest's ``train`` split (the ``eval`` split stays held out), resized to a 256 short
    side (what training reads anyway) and stored as JPEG q95, so the set is small enough to carry around.
-2. ``autoencoder-kl`` (a KL-VAE trained here) and ``autoencoder-s2d`` (space-to-depth, fitted statistics).
+2. ``autoencoder-kl`` (a KL-VAE trained here), and with ``--variants kl s2d`` also ``autoencoder-s2d``
+   (space-to-depth, fitted statistics), the lossless alternative, which lost clearly on inpainting quality
+   at equal steps and at equal time (docs/training.md, "The small model").
 3. per autoencoder: ``teacher`` (PixelHacker architecture, plain v-MSE) and ``plain`` (the student without
    distillation); then ``distill`` (the student distilled from that teacher). ``plain`` exists for the
    KL variant only: it is the no-distillation twin of the shipped model.
@@ -21,7 +23,7 @@ and saves early, and its log says at which step. ``--minutes 4`` caps every deno
 every autoencoder stage at 2; ``NETWORK=M`` entries set one network's cap (autoencoder, teacher, distill,
 plain), so one command can split a GPU budget, e.g. the KL variant in about ten minutes of one GPU::
 
-    python scripts/train_small_model.py --variants kl --jobs 2 --minutes autoencoder=1.5 teacher=3 plain=3 distill=5
+    python scripts/train_small_model.py --jobs 2 --minutes autoencoder=1.5 teacher=3 plain=3 distill=5
 
 (with ``--jobs 2`` the twin trains beside the teacher, and the distilled student gets the card to itself
 once the teacher is done). Rerunning continues where the stages stopped.
@@ -212,7 +214,8 @@ def main() -> None:
     parser.add_argument("--photos", type=Path, default=Path.home() / ".cache" / "moebius" / "real_photos",
                         help="fetched photos with manifest.csv (default ~/.cache/moebius/real_photos)")
     parser.add_argument("--out", type=Path, default=Path("runs/small"))
-    parser.add_argument("--variants", nargs="+", choices=["kl", "s2d"], default=["kl", "s2d"])
+    parser.add_argument("--variants", nargs="+", choices=["kl", "s2d"], default=["kl"],
+                        help="autoencoders to train networks on (default kl)")
     parser.add_argument("--stages", nargs="+", metavar="NAME", help="run only these stages (e.g. distill-kl)")
     parser.add_argument("--jobs", type=int, default=1, help="stages run at once (default 1)")
     parser.add_argument("--minutes", nargs="+", type=minutes_entry, metavar="[NETWORK=]M",
