@@ -159,8 +159,8 @@ def test_small_model_recipe_runs_every_stage(tmp_path):
     small = ["run.max_steps=2", "data.batch_size=2", "data.num_workers=0", "data.resolution=32", "run.save_every=1"]
     auto = ["run.max_steps=2", "data.batch_size=2", "data.num_workers=0", "data.resolution=32", "data.stats_images=2"]
     command = [sys.executable, str(REPO / "scripts" / "train_small_model.py"), "--photos", str(photos), "--out", str(out),
-               "--variants", "kl", "s2d", "--jobs", "2", "--minutes", "30", "teacher=20", *[x for o in small for x in ("--set", o)],
-               *[x for o in auto for x in ("--autoencoder-set", o)]]
+               "--variants", "kl", "s2d", "--jobs", "2", "--minutes", "30", "teacher=20",
+               *[x for o in small for x in ("--set", o)], *[x for o in auto for x in ("--autoencoder-set", o)]]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
