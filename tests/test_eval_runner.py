@@ -12,6 +12,7 @@ import hashlib
 import importlib.metadata
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -376,3 +377,31 @@ def _has(module: str) -> bool:
         return True
     except ImportError:
         return False
+
+
+def test_before_after_grid_shows_the_hole_then_each_method(photo_dir, tmp_path):
+    import subprocess
+    import sys
+
+    common = ["--photos", "--photos-dir", str(photo_dir), "--resolutions", "32", "--metrics", "psnr",
+              "--masks-per-image", "1", "--mask-preset", "medium_256", "--save-predictions", "--quiet"]
+    assert _cli([*common, "--method", "identity", "-o", str(tmp_path / "a")]) == 0
+    assert _cli([*common, "--method", "identity", "-o", str(tmp_path / "b")]) == 0
+    script = Path(__file__).resolve().parents[1] / "bench" / "before_after_grid.py"
+    out = tmp_path / "grid.png"
+    command = [sys.executable, str(script), str(tmp_path / "a"), str(tmp_path / "b"), "--resolution", "32",
+               "--mask-preset", "medium_256", "--rows", "2", "--photos-dir", str(photo_dir), "-o", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "identity (a), identity (b)" in done.stdout  # same method twice: told apart by run folder
+    picture = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    assert picture.shape == (18 + 2 * 32, 3 * 32, 3)
+    first = picture[18:50]
+    name = sorted(p.stem for p in (tmp_path / "a" / "32" / "identity" / "predictions").glob("*.png"))[0]
+    hole = np.asarray(masks.mask_source("medium_256", 0)(name, (32, 32)).convert("L")) > 127
+    assert hole.any() and (first[:, :32][hole] == 255).all()  # the input column shows the hole white
+    prediction = np.asarray(Image.open(tmp_path / "a" / "32" / "identity" / "predictions" / f"{name}.png"))
+    assert np.array_equal(first[:, 32:64], prediction)  # identity: the untouched photo
+    assert not (first[:, 32:64][hole] == 255).all()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert again.returncode != 0 and "exists" in again.stderr  # never overwrites
