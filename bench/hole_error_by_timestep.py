@@ -32,15 +32,6 @@ from moebius.pipeline.ddim import DDIMConfig, scaled_linear_alphas_cumprod, spli
 from moebius.train.masks import MaskGenerator
 
 
-def latents(pipe: MoebiusInpaintPipeline, pixels: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) in [-1, 1] -> scaled posterior means (B, C, H/f, W/f), as training encodes."""
-    cfg = pipe.vae.config
-    z = pipe.vae.encode(pixels).mode()
-    if cfg.shift_factor is not None:
-        z = z - cfg.shift_factor
-    return z * cfg.scaling_factor
-
-
 @torch.inference_mode()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -62,8 +53,9 @@ def main() -> None:
     print(f"# {len(paths)} held-out photos at {args.resolution}², medium_256 masks; latent MSE per element")
     for folder in args.pipelines:
         pipe = MoebiusInpaintPipeline.from_pretrained(folder)
-        z = latents(pipe, images)
-        z_masked = latents(pipe, images * (1 - holes))
+        # Posterior means, as training encodes.
+        z = pipe.vae.encode_latents(images, sample=False)
+        z_masked = pipe.vae.encode_latents(images * (1 - holes), sample=False)
         mask = F.interpolate(holes, size=z.shape[-2:], mode="nearest")
         inside = mask.expand_as(z).bool()
         noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
