@@ -15,7 +15,6 @@ import argparse
 import tempfile
 import time
 
-import torch
 from torch.profiler import ProfilerActivity, profile
 
 from moebius.train.config import load_config
