@@ -1,0 +1,77 @@
+"""How much an autoencoder costs an inpainting model before the model does anything: a classical fill passed
+through the autoencoder, on the photo benchmark, next to the fill itself.
+
+    python bench/autoencoder_ceiling.py runs/small/kl/autoencoder/autoencoder --fill telea --resolution 256
+
+For each autoencoder the fill is encoded to its posterior mean, decoded, and pasted back the way the pipeline
+pastes (every pixel outside the hole and its feather band kept; the default preset's feather radius). A
+latent-diffusion model can only beat the classical fill on the benchmark's metrics if its own fill is better
+than the classical one by more than this round trip loses; a lossless autoencoder (space-to-depth) scores
+exactly the fill's numbers. Reports go to ``--output`` (``photos_summary.md`` is the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from moebius.eval.baselines import describe, get_method
+from moebius.eval.masks import mask_source
+from moebius.eval.photos import run_photo_benchmark
+from moebius.eval.runner import EvalConfig
+from moebius.pipeline import blend, masks
+from moebius.pipeline.loading import load_vae
+from moebius.pipeline.presets import get_preset
+
+
+def round_trip_fill(fill_name: str, vae: torch.nn.Module, feather: float):
+    """``(image, mask) -> image``: the classical fill, through ``vae`` and back, pasted over ``image``."""
+    fill = get_method(fill_name)
+
+    @torch.no_grad()
+    def inpaint(image: Image.Image, mask: Image.Image) -> Image.Image:
+        original = np.asarray(image.convert("RGB"))
+        filled = np.asarray(fill(image, mask).convert("RGB"))
+        x = torch.from_numpy(filled.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1  # (1, 3, H, W)
+        y = vae.decode_latents(vae.encode_latents(x, sample=False))[0]
+        decoded = ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        hole = np.asarray(mask.convert("L")) > 127
+        return Image.fromarray(blend.paste_keep_unmasked(decoded, original, masks.feather_alpha(hole, feather)))
+
+    return inpaint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("autoencoders", nargs="+", type=Path, help="autoencoder folders (config.json + weights)")
+    parser.add_argument("--fill", default="telea", choices=("telea", "navier-stokes", "biharmonic"))
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--mask-preset", default="medium_256")
+    parser.add_argument("--photos-dir", type=Path, default=None)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N photos (a marked subset)")
+    parser.add_argument("--output", "-o", type=Path, default=Path("runs/autoencoder_ceiling"))
+    args = parser.parse_args()
+
+    feather = get_preset("default").mask_blur
+    names = {f"{args.fill}+ae{i}": folder for i, folder in enumerate(args.autoencoders)}
+
+    def make_method(name: str):
+        if name == args.fill:
+            return get_method(name), describe(name)
+        vae = load_vae(names[name]).float().eval()
+        return round_trip_fill(args.fill, vae, feather), f"{describe(args.fill)}, through {names[name]}, pasted with feather {feather}"
+
+    run_photo_benchmark(args.output, [args.fill, *names], [args.resolution], photos_dir=args.photos_dir,
+                        limit=args.limit, mask_source=mask_source(args.mask_preset, 0),
+                        config=EvalConfig(metrics=("kid", "lpips", "psnr", "ssim")), make_method=make_method)
+    for name, folder in names.items():
+        print(f"{name}: {folder}")
+    print((args.output / "photos_summary.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
