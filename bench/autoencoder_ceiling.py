@@ -13,12 +13,14 @@ exactly the fill's numbers. Reports go to ``--output`` (``photos_summary.md`` is
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from moebius.errors import MoebiusError
 from moebius.eval.baselines import describe, get_method
 from moebius.eval.masks import mask_source
 from moebius.eval.photos import run_photo_benchmark
@@ -58,12 +60,13 @@ def main() -> None:
 
     feather = get_preset("default").mask_blur
     names = {f"{args.fill}+ae{i}": folder for i, folder in enumerate(args.autoencoders)}
+    vaes = {name: load_vae(folder).float().eval() for name, folder in names.items()}  # bad folders fail first
 
     def make_method(name: str):
         if name == args.fill:
             return get_method(name), describe(name)
-        vae = load_vae(names[name]).float().eval()
-        return round_trip_fill(args.fill, vae, feather), f"{describe(args.fill)}, through {names[name]}, pasted with feather {feather}"
+        details = f"{describe(args.fill)}, through {names[name]}, pasted with feather {feather}"
+        return round_trip_fill(args.fill, vaes[name], feather), details
 
     run_photo_benchmark(args.output, [args.fill, *names], [args.resolution], photos_dir=args.photos_dir,
                         limit=args.limit, mask_source=mask_source(args.mask_preset, 0),
@@ -74,4 +77,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MoebiusError as exc:  # a missing folder or photo set: one line, no traceback
+        sys.exit(f"error: {exc}")
