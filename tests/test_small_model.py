@@ -112,6 +112,28 @@ def test_autoencoder_training_learns_and_sets_the_latent_scale(tmp_path):
     assert summary["steps"] == 6 and summary["scaling_factor"] == vae.config.scaling_factor
 
 
+def test_autoencoder_fine_tunes_from_weights_with_a_perceptual_term(tmp_path):
+    pytest.importorskip("stlpips_pytorch")
+    from moebius.train.autoencoder import AutoencoderTrainer
+
+    start = AutoencoderTrainer(_autoencoder_config(tmp_path, "kl")).run()
+    config = _autoencoder_config(tmp_path, "kl", f"model.init_weights={start}", "loss.perceptual_weight=0.5",
+                                 "run.max_steps=2", f"run.output_dir={tmp_path / 'tuned'}", "data.resolution=32")
+    trainer = AutoencoderTrainer(config)
+    for name, tensor in load_vae(start).state_dict().items():  # starts where the first run ended
+        torch.testing.assert_close(trainer.model.state_dict()[name], tensor)
+    trainer.run()
+    for h in trainer.history:  # the logged loss is the weighted sum, perceptual term included
+        assert h["perceptual"] > 0
+        assert h["loss"] == pytest.approx(h["l1"] + 1e-6 * h["kl"] + 0.5 * h["perceptual"], rel=1e-4)
+
+    with pytest.raises(ConfigError, match="does not match"):
+        AutoencoderTrainer(_autoencoder_config(tmp_path, "kl", f"model.init_weights={start}",
+                                               "model.block_out_channels=[8, 8]"))
+    with pytest.raises(ConfigError, match="non-negative"):
+        _autoencoder_config(tmp_path, "kl", "loss.perceptual_weight=-1.0")
+
+
 def test_space_to_depth_fit_and_config_errors(tmp_path):
     from moebius.train.autoencoder import train_autoencoder
 

@@ -54,6 +54,7 @@ class AutoencoderModelConfig:
     norm_num_groups: int = 32
     mid_block_add_attention: bool = True
     factor: int = 4
+    init_weights: str | None = None  # kl: start from this autoencoder folder (its architecture must match)
 
 
 @dataclass
@@ -71,6 +72,9 @@ class AutoencoderLossConfig:
     l1_weight: float = 1.0
     mse_weight: float = 0.0
     kl_weight: float = 1e-6  # on the per-element mean KL, so the latents stay close to an autoencoder's
+    # ST-LPIPS (VGG, the stlpips-pytorch weights) between reconstruction and input, as LDM's autoencoders add
+    # LPIPS to L1: an L1-only decoder blurs texture, which a perceptual benchmark then charges every fill.
+    perceptual_weight: float = 0.0
 
 
 @dataclass
@@ -104,6 +108,9 @@ class AutoencoderTrainConfig:
             raise ConfigError("data.image_dirs: name at least one folder of training images")
         if self.model.factor < 1:
             raise ConfigError("model.factor must be positive")
+        loss = self.loss
+        if min(loss.l1_weight, loss.mse_weight, loss.kl_weight, loss.perceptual_weight) < 0:
+            raise ConfigError("loss weights must be non-negative")
 
 
 def load_autoencoder_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> AutoencoderTrainConfig:
@@ -203,6 +210,13 @@ class AutoencoderTrainer:
         self.out = Path(c.run.output_dir)
         torch.manual_seed(c.run.seed)
         self.model = build_autoencoder(c.model)
+        if c.model.init_weights:
+            self._load_initial(Path(c.model.init_weights))
+        self.perceptual = None
+        if c.loss.perceptual_weight > 0:
+            from ..eval.lpips import load_lpips
+
+            self.perceptual = load_lpips("vgg", "shift-tolerant").to(self.acc.device)
         paths = [p for folder in c.data.image_dirs for p in list_images(folder)]
         dataset = ImageCrops(paths, c.data, c.run.seed)
         sampler = KeySampler(c.data.batch_size, self.acc.process_index, self.acc.num_processes)
@@ -210,6 +224,17 @@ class AutoencoderTrainer:
                                                   num_workers=c.data.num_workers, drop_last=True,
                                                   persistent_workers=c.data.num_workers > 0)
         self.history: list[dict[str, float]] = []
+
+    def _load_initial(self, folder: Path) -> None:
+        from ..pipeline.loading import load_vae
+
+        if self.config.model.kind != "kl":
+            raise ConfigError("model.init_weights: only a kl autoencoder starts from weights")
+        start = load_vae(folder)
+        try:
+            self.model.load_state_dict(start.state_dict())
+        except RuntimeError as exc:
+            raise ConfigError(f"model.init_weights: {folder} does not match model's architecture ({exc})") from None
 
     def _stats_batches(self) -> Any:
         """The first ``stats_images`` crops of the stream (same on every run with this seed)."""
@@ -256,6 +281,9 @@ class AutoencoderTrainer:
             mse = (recon - x).square().mean()
             kl = kl_divergence(mean.float(), logvar.float())
             loss = lc.l1_weight * l1 + lc.mse_weight * mse + lc.kl_weight * kl
+            perceptual = self.perceptual(recon, x).mean() if self.perceptual is not None else None
+            if perceptual is not None:
+                loss = loss + lc.perceptual_weight * perceptual
             self.acc.backward(loss)
             if c.optim.max_grad_norm > 0:
                 self.acc.clip_grad_norm_(params, c.optim.max_grad_norm)
@@ -265,6 +293,8 @@ class AutoencoderTrainer:
             if self.acc.is_main_process and (step % c.run.log_every == 0 or step == c.run.max_steps):
                 scalars = {"step": step, "loss": loss.item(), "l1": l1.item(), "kl": kl.item(),
                            "psnr": psnr(recon.detach(), x), "seconds": time.monotonic() - start}
+                if perceptual is not None:
+                    scalars["perceptual"] = perceptual.item()
                 self.history.append(scalars)
                 with log_path.open("a") as f:
                     f.write(json.dumps(scalars) + "\n")
