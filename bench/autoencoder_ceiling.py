@@ -54,11 +54,13 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--mask-preset", default="medium_256")
     parser.add_argument("--photos-dir", type=Path, default=None)
+    parser.add_argument("--feather", type=float, default=None,
+                        help="paste feather radius in pixels (default: the default preset's mask_blur)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N photos (a marked subset)")
     parser.add_argument("--output", "-o", type=Path, default=Path("runs/autoencoder_ceiling"))
     args = parser.parse_args()
 
-    feather = get_preset("default").mask_blur
+    feather = get_preset("default").mask_blur if args.feather is None else args.feather
     names = {f"{args.fill}+ae{i}": folder for i, folder in enumerate(args.autoencoders)}
     vaes = {name: load_vae(folder).float().eval() for name, folder in names.items()}  # bad folders fail first
 
