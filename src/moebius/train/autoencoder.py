@@ -2,7 +2,8 @@
 
 The official Moebius works in the SDXL VAE's latent space; a small model trained here needs an
 autoencoder of its own. ``kind: kl`` trains an :class:`~moebius.models.vae.AutoencoderKL` (the official
-architecture, fewer and narrower levels) with an L1 reconstruction loss and a light KL term, then sets
+architecture, fewer and narrower levels) with an L1 reconstruction loss, a light KL term and, with
+``loss.perceptual_weight``, ST-LPIPS, from scratch or from an earlier one (``model.init_weights``), then sets
 its ``scaling_factor`` so that training latents have unit variance. ``kind: space_to_depth`` has nothing
 to learn: it fits the per-colour statistics of :class:`~moebius.models.space_to_depth.SpaceToDepth`.
 
@@ -281,8 +282,9 @@ class AutoencoderTrainer:
             mse = (recon - x).square().mean()
             kl = kl_divergence(mean.float(), logvar.float())
             loss = lc.l1_weight * l1 + lc.mse_weight * mse + lc.kl_weight * kl
-            perceptual = self.perceptual(recon, x).mean() if self.perceptual is not None else None
-            if perceptual is not None:
+            perceptual = None
+            if self.perceptual is not None:
+                perceptual = self.perceptual(recon, x).mean()
                 loss = loss + lc.perceptual_weight * perceptual
             self.acc.backward(loss)
             if c.optim.max_grad_norm > 0:
@@ -298,7 +300,9 @@ class AutoencoderTrainer:
                 self.history.append(scalars)
                 with log_path.open("a") as f:
                     f.write(json.dumps(scalars) + "\n")
-                logger.info("step %d  l1 %.4f  psnr %.2f dB  kl %.3g", step, scalars["l1"], scalars["psnr"], scalars["kl"])
+                extra = f"  st-lpips {scalars['perceptual']:.4f}" if perceptual is not None else ""
+                logger.info("step %d  l1 %.4f  psnr %.2f dB  kl %.3g%s", step, scalars["l1"], scalars["psnr"],
+                            scalars["kl"], extra)
         self.model = self.acc.unwrap_model(model).autoencoder.eval()
         self._set_scaling_factor()
         return {"kind": "kl", "steps": step, "seconds": time.monotonic() - start,
