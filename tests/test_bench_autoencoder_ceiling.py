@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from bench_scripts import load_bench
 
 pytest.importorskip("cv2")
 
 from moebius.eval.baselines import get_method
 from moebius.models.space_to_depth import SpaceToDepth, SpaceToDepthConfig
 from moebius.models.vae import AutoencoderKL, VAEConfig
-
-
-def load_bench():
-    path = Path(__file__).resolve().parents[1] / "bench" / "autoencoder_ceiling.py"
-    spec = importlib.util.spec_from_file_location("autoencoder_ceiling", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def photo_and_mask(size: int = 64) -> tuple[Image.Image, Image.Image, np.ndarray]:
@@ -36,7 +27,7 @@ def photo_and_mask(size: int = 64) -> tuple[Image.Image, Image.Image, np.ndarray
 
 def test_a_lossless_autoencoder_scores_exactly_the_fill():
     image, mask, _ = photo_and_mask()
-    inpaint = load_bench().round_trip_fill("telea", SpaceToDepth(SpaceToDepthConfig(factor=4)), feather=3.0)
+    inpaint = load_bench("autoencoder_ceiling").round_trip_fill("telea", SpaceToDepth(SpaceToDepthConfig(factor=4)), feather=3.0)
     assert np.array_equal(np.asarray(inpaint(image, mask)), np.asarray(get_method("telea")(image, mask)))
 
 
@@ -44,7 +35,7 @@ def test_a_lossy_autoencoder_changes_the_hole_and_keeps_the_rest():
     image, mask, hole = photo_and_mask()
     torch.manual_seed(0)
     vae = AutoencoderKL(VAEConfig(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4)).eval()
-    out = np.asarray(load_bench().round_trip_fill("telea", vae, feather=3.0)(image, mask))
+    out = np.asarray(load_bench("autoencoder_ceiling").round_trip_fill("telea", vae, feather=3.0)(image, mask))
     telea = np.asarray(get_method("telea")(image, mask))
     far = np.ones_like(hole)
     far[12:48, 8:52] = False  # the hole grown by more than the feather band's reach

@@ -6,25 +6,17 @@ with its own seed, nothing rejected or timed out, and the process's memory must 
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+
+from bench_scripts import load_bench
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
 
-def load_bench():
-    path = Path(__file__).resolve().parents[1] / "bench" / "serve_load.py"
-    spec = importlib.util.spec_from_file_location("serve_load", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_fifty_concurrent_requests_are_batched_none_lost_memory_flat():
-    report = load_bench().run(requests=50, rounds=2, size=64, steps=1, max_batch=16, max_queue=64, timeout=240)
+    report = load_bench("serve_load").run(requests=50, rounds=2, size=64, steps=1, max_batch=16, max_queue=64,
+                                          timeout=240)
     assert report["answered_ok"] == report["requests"] == 100, report
     assert report["all_seeds_match"] and report["answered_once"], report
     assert report["rejected_503"] == 0 and report["timed_out"] == 0 and report["queue_depth_after"] == 0
