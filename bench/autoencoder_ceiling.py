@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from autoencoder_recon import reconstruct  # bench/ is on sys.path when a bench script runs
 from moebius.errors import MoebiusError
 from moebius.eval.baselines import describe, get_method
 from moebius.eval.masks import mask_source
@@ -34,14 +35,10 @@ def round_trip_fill(fill_name: str, vae: torch.nn.Module, feather: float):
     """``(image, mask) -> image``: the classical fill, through ``vae`` and back, pasted over ``image``."""
     fill = get_method(fill_name)
 
-    @torch.no_grad()
     def inpaint(image: Image.Image, mask: Image.Image) -> Image.Image:
         original = np.asarray(image.convert("RGB"))
-        filled = np.asarray(fill(image, mask).convert("RGB"))
-        x = torch.from_numpy(filled.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1  # (1, 3, H, W)
-        y = vae.decode_latents(vae.encode_latents(x, sample=False))[0]
-        decoded = ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-        hole = np.asarray(mask.convert("L")) > 127
+        decoded = reconstruct(vae, np.array(fill(image, mask).convert("RGB")))  # writable: from_numpy
+        hole = masks.binarize(np.asarray(mask.convert("L")))
         return Image.fromarray(blend.paste_keep_unmasked(decoded, original, masks.feather_alpha(hole, feather)))
 
     return inpaint
