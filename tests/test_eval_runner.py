@@ -12,12 +12,12 @@ import hashlib
 import importlib.metadata
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from bench_scripts import BENCH_DIR
 from moebius.errors import InputError
 from moebius.eval import baselines, benchmarks, masks, photos, runner
 
@@ -387,7 +387,7 @@ def test_before_after_grid_shows_the_hole_then_each_method(photo_dir, tmp_path):
               "--masks-per-image", "1", "--mask-preset", "medium_256", "--save-predictions", "--quiet"]
     assert _cli([*common, "--method", "identity", "-o", str(tmp_path / "a")]) == 0
     assert _cli([*common, "--method", "identity", "-o", str(tmp_path / "b")]) == 0
-    script = Path(__file__).resolve().parents[1] / "bench" / "before_after_grid.py"
+    script = BENCH_DIR / "before_after_grid.py"
     out = tmp_path / "grid.png"
     command = [sys.executable, str(script), str(tmp_path / "a"), str(tmp_path / "b"), "--resolution", "32",
                "--mask-preset", "medium_256", "--rows", "2", "--photos-dir", str(photo_dir), "-o", str(out)]
