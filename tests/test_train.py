@@ -182,6 +182,29 @@ def test_v_prediction_task_target(tmp_path):
     torch.testing.assert_close(seen["losses"]["output_kd"], ((v_hat - t_out["out"].sample.float()) ** 2).mean())
 
 
+@pytest.mark.parametrize("timesteps", ["uniform", "logit_normal"])
+def test_max_timestep_keeps_a_refiner_at_low_noise(tmp_path, timesteps):
+    from moebius.train.trainer import Trainer
+
+    seen = []
+    for limit, run in ((1000, "full"), (50, "low")):
+        trainer = Trainer(tiny_config(tmp_path, f"noise.timesteps={timesteps}", f"noise.max_timestep={limit}",
+                                      "data.batch_size=8", run=run))
+        trainer.student.register_forward_pre_hook(lambda m, args: seen.append(args[1].clone()))
+        for _ in range(3):
+            trainer.compute_loss(next(trainer._loader_iter))
+    full, low = torch.cat(seen[:3]), torch.cat(seen[3:])
+    assert low.max() < 50 <= full.max()
+    assert torch.equal(low, full // 20)  # the same draws, scaled to the shorter span
+
+
+def test_max_timestep_must_be_positive(tmp_path):
+    from moebius.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="noise.max_timestep"):
+        tiny_config(tmp_path, "noise.max_timestep=0")
+
+
 def test_resume_is_bitwise_identical(tmp_path):
     from moebius.train.trainer import Trainer
 

@@ -105,6 +105,9 @@ class NoiseConfig:
     # The network's output and task target: "epsilon" (the official models; a distillation teacher must
     # predict what its student does) or "v_prediction" (v = √ᾱ·ε − √(1−ᾱ)·x0, moebius.pipeline.ddim).
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    # Timesteps are drawn from [0, max_timestep): below the scheduler's 1000, a refiner that only ever
+    # denoises a pre-filled image from low noise (pipeline strength <= max_timestep / 1000).
+    max_timestep: int = 1000
 
 
 @dataclass
@@ -294,6 +297,7 @@ def validate(config: TrainConfig) -> None:
     need(bool(d.dilate_iterations) and all(i >= 1 for i in d.dilate_iterations), "data.dilate_iterations",
          "must be positive")
     need(config.noise.logit_std > 0, "noise.logit_std", "must be positive")
+    need(0 < config.noise.max_timestep, "noise.max_timestep", "must be positive")
     for key in ("task_weight", "output_kd_weight", "feature_kd_weight", "perceptual_weight"):
         need(getattr(lo, key) >= 0, f"loss.{key}", "must be >= 0")
     need(all(len(p) == 2 for p in lo.feature_pairs), "loss.feature_pairs", "each entry is [student, teacher]")

@@ -270,11 +270,12 @@ class Trainer:
         z, z_masked = latents[:b], latents[b:]
         mask = F.interpolate(hole, size=hw, mode="nearest")
         steps = self.alphas_cumprod.shape[0]
+        span = min(c.noise.max_timestep, steps)
         if c.noise.timesteps == "logit_normal":
-            t = torch.sigmoid(c.noise.logit_mean + c.noise.logit_std * draws["u"]) * steps
+            t = torch.sigmoid(c.noise.logit_mean + c.noise.logit_std * draws["u"]) * span
         else:
-            t = draws["u"] * steps
-        t = t.floor().long().clamp(0, steps - 1)
+            t = draws["u"] * span
+        t = t.floor().long().clamp(0, span - 1)
         alpha_bar = self.alphas_cumprod[t]
         eps = draws["eps"]
         a = alpha_bar.reshape(-1, 1, 1, 1)
