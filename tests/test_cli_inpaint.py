@@ -94,6 +94,8 @@ def test_user_errors_are_one_line(tmp_path, pair, weights, capsys):
                                   "--device", "nodevice"]), "nodevice")
     _one_line_error(capsys, main(["inpaint", str(pair[0]), str(pair[1]), "-o", str(tmp_path / "x.png"), *w,
                                   "--strength", "2"]), "strength")
+    _one_line_error(capsys, main(["inpaint", str(pair[0]), str(pair[1]), "-o", str(tmp_path / "x.png"), *w,
+                                  "--prefill", "telea"]), "needs strength < 1")
     assert main(["inpaint", str(pair[0]), str(small), "-o", str(tmp_path / "ok.png"), *w, "--resize-mask"]) == 0
 
 

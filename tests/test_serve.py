@@ -152,6 +152,7 @@ def _bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     ("too_many_bytes", 413, "too large"),
     ("unknown_field", 422, "unknown field 'hd_stratgy'"),
     ("bad_value", 422, "hd_strategy"),
+    ("prefill_from_noise", 422, "needs strength < 1"),
     ("no_mask_no_alpha", 422, "no 'mask'"),
     ("missing_image", 422, "missing file field 'image'"),
     ("empty_image", 422, "empty"),
@@ -173,6 +174,8 @@ def test_bad_inputs_are_4xx_with_a_message(client, case, status, words):
         fields = {"hd_stratgy": "crop"}
     elif case == "bad_value":
         fields = {"hd_strategy": "tiles"}
+    elif case == "prefill_from_noise":
+        fields = {"prefill": "telea"}
     elif case == "no_mask_no_alpha":
         msk = None
     elif case == "empty_image":

@@ -37,6 +37,8 @@ def add_inpaint_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--steps", type=int, dest="num_inference_steps", help="DDIM steps (20)")
     group.add_argument("--guidance", type=float, dest="guidance_scale", help="CFG scale (2.5 scenes, 2.0 portraits)")
     group.add_argument("--strength", type=float, help="1.0 = start from pure noise")
+    group.add_argument("--prefill", choices=("none", "telea", "navier-stokes"),
+                       help="fill the hole with this OpenCV method first, then refine it (needs --strength < 1)")
     group.add_argument("--seed", type=int, help="random seed (recorded in the output's metadata)")
     group.add_argument("--hd-strategy", choices=("crop", "resize", "original"))
     group.add_argument("--crop-margin", type=int, help="context around each crop, px (128)")
@@ -54,7 +56,7 @@ def add_inpaint_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-_CALL_OPTIONS = ("num_inference_steps", "guidance_scale", "strength", "hd_strategy", "crop_margin",
+_CALL_OPTIONS = ("num_inference_steps", "guidance_scale", "strength", "prefill", "hd_strategy", "crop_margin",
                  "crop_trigger_size", "resize_limit", "mask_threshold", "invert_mask", "mask_dilate", "mask_blur",
                  "resize_mask", "paste", "compensate")
 

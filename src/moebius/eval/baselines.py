@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
+from ..pipeline.prefill import classical_fill
 
 Inpainter = Callable[[Image.Image, Image.Image], Image.Image]
 
@@ -43,10 +44,9 @@ def _paste(rgb: np.ndarray, filled: np.ndarray, hole: np.ndarray) -> Image.Image
 
 @dataclass(frozen=True)
 class OpenCVInpaint:
-    """``cv2.inpaint`` with the Telea or Navier-Stokes algorithm and a neighbourhood ``radius`` in pixels."""
+    """``cv2.inpaint`` with the Telea or Navier-Stokes algorithm (radius 3 px; :mod:`moebius.pipeline.prefill`)."""
 
     algorithm: str = "telea"
-    radius: int = 3
 
     def __post_init__(self) -> None:
         try:
@@ -55,12 +55,8 @@ class OpenCVInpaint:
             raise InputError("the OpenCV baselines need opencv-python-headless (pip install 'moebius-inpaint[eval]')") from None
 
     def __call__(self, image: Image.Image, mask: Image.Image) -> Image.Image:
-        import cv2
-
         rgb, hole = _arrays(image, mask)
-        flag = cv2.INPAINT_TELEA if self.algorithm == "telea" else cv2.INPAINT_NS
-        filled = cv2.inpaint(np.ascontiguousarray(rgb), hole.astype(np.uint8) * 255, self.radius, flag)
-        return _paste(rgb, filled, hole)
+        return Image.fromarray(classical_fill(rgb, hole, self.algorithm))
 
 
 @dataclass(frozen=True)

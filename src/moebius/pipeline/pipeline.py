@@ -38,6 +38,7 @@ from .image_io import ImageData, ImageInput, mask_from_alpha, match_mask_size, t
 from .loading import PipelineParts, check_call_defaults, load_pipeline_parts, resolve_source, save_pipeline
 from .noise import NoiseDraws, NoiseSource, resolve_generators
 from .output import InpaintMetadata, InpaintOutput
+from .prefill import classical_fill
 from .presets import InpaintPreset, get_preset
 from .sampler import SamplerModels, StepCallback, draws_needed, sample
 
@@ -291,7 +292,7 @@ class MoebiusInpaintPipeline:
         enabled = self._progress_enabled if self._progress_enabled is not None else sys.stderr.isatty()
         with ProgressBar(steps_run * len(groups), "inpainting", enabled, self._progress_stream) as bar:
             for g, ((height, width), members) in enumerate(groups.items()):
-                rgb = np.stack([jobs[j].tile.rgb for j in members])  # (B, h, w, 3) uint8
+                rgb = np.stack([self._start_pixels(jobs[j].tile, settings) for j in members])  # (B, h, w, 3) uint8
                 # uint8/255*2-1 in float64, then float32: the official preprocessing's exact values.
                 image = torch.from_numpy((rgb.astype(np.float64) / 255 * 2 - 1).astype(np.float32))
                 image = image.permute(0, 3, 1, 2).contiguous().to(device)  # (B, 3, h, w)
@@ -311,6 +312,13 @@ class MoebiusInpaintPipeline:
                 for k, j in enumerate(members):
                     results[j] = pixels[k]
         return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _start_pixels(tile: hd.Tile, settings: InpaintPreset) -> np.ndarray:
+        """The tile the sampler encodes: as given, or with its hole pre-filled (``settings.prefill``)."""
+        if settings.prefill == "none":
+            return tile.rgb
+        return classical_fill(tile.rgb, tile.hole, settings.prefill)
 
     def _compose(self, item: _Item, jobs: list[tuple[_Job, np.ndarray]],
                  settings: InpaintPreset) -> tuple[np.ndarray, np.ndarray | None]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import ConfigError
+from .prefill import PREFILLS, Prefill
 
 HDStrategy = Literal["crop", "resize", "original"]
 SizeRule = Literal["official", "native"]
@@ -40,6 +41,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "paste": ("official", "keep_unmasked", "none"),
     "mask_downsample": ("nearest", "max"),
     "quantize": ("truncate", "round"),
+    "prefill": PREFILLS,
 }
 
 
@@ -51,6 +53,8 @@ class InpaintPreset:
         num_inference_steps: DDIM steps laid out over 1000 ("leading" spacing).
         guidance_scale: classifier-free guidance; 1.0 switches CFG off (one U-Net pass per step).
         strength: fraction of the schedule run; 1.0 starts from pure noise, below 1 from the noised image.
+        prefill: ``"none"``, or ``"telea"`` / ``"navier-stokes"``: fill the hole with that OpenCV method
+            before encoding, so a ``strength`` < 1 refines a classical fill (:mod:`moebius.pipeline.prefill`).
         noise_offset: scale of the extra per-channel noise added to the start noise (trained with 0.0357).
         sample_posterior: encode with a VAE posterior sample (official) instead of its mean.
         seed: the seed used when the caller gives neither ``seed`` nor ``generator``; None draws a fresh one.
@@ -80,6 +84,7 @@ class InpaintPreset:
     num_inference_steps: int = 20
     guidance_scale: float = SCENE_GUIDANCE
     strength: float = 1.0
+    prefill: Prefill = "none"
     noise_offset: float = 0.0357
     sample_posterior: bool = False
     seed: int | None = None
@@ -107,6 +112,9 @@ class InpaintPreset:
             raise ConfigError(f"num_inference_steps must be a positive integer, got {self.num_inference_steps!r}")
         if not 0.0 < self.strength <= 1.0:
             raise ConfigError(f"strength must lie in (0, 1], got {self.strength}")
+        if self.prefill != "none" and self.strength >= 1.0:
+            # From pure noise the start ignores the image, and the model only ever sees the hole as grey.
+            raise ConfigError(f"prefill {self.prefill!r} needs strength < 1 (or prefill='none')")
         if self.guidance_scale < 1.0:
             raise ConfigError(f"guidance_scale must be >= 1, got {self.guidance_scale}")
         for key, lowest in (("crop_trigger_size", 1), ("resize_limit", 1), ("native_size", 1),

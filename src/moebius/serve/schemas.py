@@ -26,6 +26,8 @@ class InpaintOptions(BaseModel):
     num_inference_steps: int | None = Field(None, ge=1, le=200, description="DDIM steps (preset: 20)")
     guidance_scale: float | None = Field(None, ge=1.0, le=30.0, description="CFG scale; 1 switches CFG off")
     strength: float | None = Field(None, gt=0.0, le=1.0, description="1.0 = start from pure noise")
+    prefill: Literal["none", "telea", "navier-stokes"] | None = Field(
+        None, description="fill the hole with this OpenCV method first, then refine it (strength < 1)")
     seed: int | None = Field(None, ge=0, lt=2**63, description="random seed; unset draws one (see X-Seed)")
     hd_strategy: HDStrategy | None = None
     crop_margin: int | None = Field(None, ge=0, le=4096)
