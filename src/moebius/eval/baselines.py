@@ -52,7 +52,7 @@ class OpenCVInpaint:
         try:
             import cv2  # noqa: F401
         except ImportError:
-            raise InputError("the OpenCV baselines need opencv-python-headless (pip install 'moebius-inpaint[eval]')") from None
+            raise InputError("the OpenCV baselines need opencv-python-headless (pip install opencv-python-headless)") from None
 
     def __call__(self, image: Image.Image, mask: Image.Image) -> Image.Image:
         rgb, hole = _arrays(image, mask)
