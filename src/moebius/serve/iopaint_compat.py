@@ -61,7 +61,9 @@ async def iopaint_inpaint(req: IOPaintInpaintRequest, request: Request) -> Respo
         "resize_limit": req.hd_strategy_resize_limit,
         "num_inference_steps": req.sd_steps,
         "guidance_scale": None if req.sd_guidance_scale is None else max(1.0, req.sd_guidance_scale),
-        "strength": req.sd_strength,
+        # IOPaint clients send sd_strength 1.0 unless the user moves it; that is every preset's own value, so it
+        # is passed as unset and a weights folder's default strength (the bundled refiner's) still applies.
+        "strength": None if req.sd_strength == 1.0 else req.sd_strength,
         "mask_blur": req.sd_mask_blur,
         "paste": "keep_unmasked" if req.sd_keep_unmasked_area else "none",
         "compensate": req.sd_match_histograms,
