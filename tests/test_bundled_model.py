@@ -12,17 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from moebius.eval.metrics import psnr
 from moebius.pipeline import MoebiusInpaintPipeline, masks
 from moebius.pipeline.prefill import classical_fill
 from moebius.weights.bundled import default_model_dir
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PSNR_TO_PREFILL = 25.0
-
-
-def hole_psnr(a: np.ndarray, b: np.ndarray, hole: np.ndarray) -> float:
-    err = ((a[hole].astype(np.float64) - b[hole].astype(np.float64)) ** 2).mean()
-    return float(10 * np.log10(255.0**2 / err))
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +53,8 @@ def test_bundled_model_keeps_the_example_outside_the_hole_and_refines_the_fill(b
     band = masks.feather_alpha(hole, 3.0) > 0
     assert np.array_equal(out[~band], photo[~band])  # untouched beyond the feather band
     ns = classical_fill(photo, hole, "navier-stokes")
-    assert hole_psnr(out, ns, hole) > PSNR_TO_PREFILL  # a refinement of the pre-fill, not a new picture
-    assert hole_psnr(out, photo, hole) < hole_psnr(ns, photo, hole) + 1  # and the spoon stays gone
+    assert psnr(out, ns, hole) > PSNR_TO_PREFILL  # a refinement of the pre-fill, not a new picture
+    assert psnr(out, photo, hole) < psnr(ns, photo, hole) + 1  # and the spoon stays gone
 
 
 # (y0, x0, y1, x1): the cup's wall and crema; the saucer's rim and the table
@@ -75,6 +71,6 @@ def test_bundled_model_fills_a_known_region_about_as_faithfully_as_navier_stokes
     grey[hole] = 128
     noise = photo.copy()
     noise[hole] = np.random.default_rng(0).integers(0, 256, (int(hole.sum()), 3))
-    ours = hole_psnr(out, photo, hole)
-    assert ours > hole_psnr(classical_fill(photo, hole, "navier-stokes"), photo, hole) - 1.5
-    assert ours > hole_psnr(grey, photo, hole) + 3 and ours > hole_psnr(noise, photo, hole) + 6
+    ours = psnr(out, photo, hole)
+    assert ours > psnr(classical_fill(photo, hole, "navier-stokes"), photo, hole) - 1.5
+    assert ours > psnr(grey, photo, hole) + 3 and ours > psnr(noise, photo, hole) + 6
