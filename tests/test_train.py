@@ -198,11 +198,12 @@ def test_max_timestep_keeps_a_refiner_at_low_noise(tmp_path, timesteps):
     assert torch.equal(low, full // 20)  # the same draws, scaled to the shorter span
 
 
-def test_max_timestep_must_be_positive(tmp_path):
+@pytest.mark.parametrize("limit", [0, 1001])
+def test_max_timestep_must_lie_in_the_schedule(tmp_path, limit):
     from moebius.errors import ConfigError
 
     with pytest.raises(ConfigError, match="noise.max_timestep"):
-        tiny_config(tmp_path, "noise.max_timestep=0")
+        tiny_config(tmp_path, f"noise.max_timestep={limit}")
 
 
 def test_resume_is_bitwise_identical(tmp_path):

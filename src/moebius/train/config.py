@@ -297,7 +297,11 @@ def validate(config: TrainConfig) -> None:
     need(bool(d.dilate_iterations) and all(i >= 1 for i in d.dilate_iterations), "data.dilate_iterations",
          "must be positive")
     need(config.noise.logit_std > 0, "noise.logit_std", "must be positive")
-    need(0 < config.noise.max_timestep, "noise.max_timestep", "must be positive")
+    from ..pipeline.ddim import DDIMConfig  # the schedule the trainer noises with
+
+    train_steps = DDIMConfig().num_train_timesteps
+    need(0 < config.noise.max_timestep <= train_steps, "noise.max_timestep",
+         f"must lie in [1, {train_steps}], the noise schedule's training timesteps")
     for key in ("task_weight", "output_kd_weight", "feature_kd_weight", "perceptual_weight"):
         need(getattr(lo, key) >= 0, f"loss.{key}", "must be >= 0")
     need(all(len(p) == 2 for p in lo.feature_pairs), "loss.feature_pairs", "each entry is [student, teacher]")

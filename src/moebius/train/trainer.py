@@ -269,8 +269,7 @@ class Trainer:
             latents = self._encode(torch.cat([images, masked]), vae_noise)
         z, z_masked = latents[:b], latents[b:]
         mask = F.interpolate(hole, size=hw, mode="nearest")
-        steps = self.alphas_cumprod.shape[0]
-        span = min(c.noise.max_timestep, steps)
+        span = c.noise.max_timestep
         if c.noise.timesteps == "logit_normal":
             t = torch.sigmoid(c.noise.logit_mean + c.noise.logit_std * draws["u"]) * span
         else:
