@@ -48,12 +48,6 @@ class OpenCVInpaint:
 
     algorithm: str = "telea"
 
-    def __post_init__(self) -> None:
-        try:
-            import cv2  # noqa: F401
-        except ImportError:
-            raise InputError("the OpenCV baselines need opencv-python-headless (pip install opencv-python-headless)") from None
-
     def __call__(self, image: Image.Image, mask: Image.Image) -> Image.Image:
         rgb, hole = _arrays(image, mask)
         return Image.fromarray(classical_fill(rgb, hole, self.algorithm))
