@@ -1,32 +1,32 @@
 """Train the small Moebius model that ships in the package, from scratch, in one command.
 
     bash scripts/fetch_real_photos.sh ~/.cache/moebius/real_photos          # once, ~25 s
-    python scripts/train_small_model.py --photos ~/.cache/moebius/real_photos --out runs/small --jobs 5
+    python scripts/train_small_model.py --photos ~/.cache/moebius/real_photos --out runs/small
 
-Stages (each a ``moebius`` command on a committed config in configs/small/, logged to OUT/logs/):
+About two hours on 2 CPU cores, 75 minutes of it the autoencoder. Stages (each a ``moebius`` command on a
+committed config in configs/small/, logged to OUT/logs/):
 
 1. ``photos``: the manifest's ``train`` split (the ``eval`` split stays held out), resized to a 256 short
-   side (what training reads anyway) and stored as JPEG q95, so the set is small enough to carry around.
-2. ``autoencoder-kl`` (a KL-VAE trained here), and with ``--variants kl s2d`` also ``autoencoder-s2d``
+   side (the scale the model works at) and stored as JPEG q95; then native-scale random crops of them,
+   OUT/crops64 (16 a photo) and OUT/crops128 (4 a photo), by scripts/crop_photos.py.
+2. the KL-VAE: ``autoencoder64-kl`` from scratch with L1 + ST-LPIPS on the 64² crops, then
+   ``autoencoder-kl`` fine-tunes it on the 128² crops. With ``--variants kl s2d`` also ``autoencoder-s2d``
    (space-to-depth, fitted statistics), the lossless alternative, which lost clearly on inpainting quality
    at equal steps and at equal time (docs/training.md, "The small model").
-3. per autoencoder: ``teacher`` (PixelHacker architecture, plain v-MSE) and ``plain`` (the student without
-   distillation); then ``distill`` (the student distilled from that teacher). ``plain`` exists for the
-   KL variant only: it is the no-distillation twin of the shipped model.
+3. per autoencoder, on the 64² crops and at timesteps below 200 (the model refines, it does not generate):
+   ``teacher`` (PixelHacker architecture, plain v-MSE) and ``plain`` (the student without distillation);
+   then ``distill`` (the student distilled from that teacher). ``plain`` exists for the KL variant only: it
+   is the no-distillation twin of the shipped model, trained for as many steps.
 4. ``export``: every trained network's EMA weights with its autoencoder as a pipeline folder,
-   OUT/<variant>/<network>/pipeline/, loadable by ``MoebiusInpaintPipeline.from_pretrained``, with CFG off
-   by default (``guidance_scale`` 1).
+   OUT/<variant>/<network>/pipeline/, loadable by ``MoebiusInpaintPipeline.from_pretrained``, with the
+   shipped model's call defaults (Navier–Stokes pre-fill, one step at t = 0, no CFG).
+   ``scripts/ship_small_model.py OUT/kl/distill/pipeline --card CARD`` installs one in the package.
 
-``--jobs N`` runs up to N stages at once when their inputs are ready (on a GPU, 5 keeps it busy; on a CPU
+``--jobs N`` runs up to N stages at once when their inputs are ready (on a GPU, 3 keeps it busy; on a CPU
 use 1). ``--minutes`` caps each training stage's wall clock (run.time_limit_minutes): the run then stops
 and saves early, and its log says at which step. ``--minutes 4`` caps every denoiser stage at 4 minutes and
-every autoencoder stage at 2; ``NETWORK=M`` entries set one network's cap (autoencoder, teacher, distill,
-plain), so one command can split a GPU budget, e.g. the KL variant in about ten minutes of one GPU::
-
-    python scripts/train_small_model.py --jobs 2 --minutes autoencoder=1.5 teacher=3 plain=3 distill=5
-
-(with ``--jobs 2`` the twin trains beside the teacher, and the distilled student gets the card to itself
-once the teacher is done). Rerunning continues where the stages stopped.
+each autoencoder stage at 2; ``NETWORK=M`` entries set one network's cap (autoencoder, teacher, distill,
+plain). Rerunning continues where the stages stopped.
 """
 
 from __future__ import annotations
@@ -43,10 +43,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs" / "small"
-NETWORKS = ("autoencoder", "teacher", "distill", "plain")
-# The photos are all "background" items, so the foreground category embeddings that classifier-free
-# guidance contrasts with stay untrained: the exported pipelines run without CFG (and twice as fast).
-SMALL_MODEL_DEFAULTS = {"guidance_scale": 1.0}
+NETWORKS = ("autoencoder", "teacher", "distill", "plain")  # --minutes keys; "autoencoder" caps both stages
+# The exported pipelines refine a Navier–Stokes fill with one denoising step at t = 0 (strength 0.05 of 20
+# steps), which is all the low-noise training teaches. The photos are all "background" items, so the
+# foreground category embeddings that classifier-free guidance contrasts with stay untrained: no CFG.
+SMALL_MODEL_DEFAULTS = {"guidance_scale": 1.0, "prefill": "navier-stokes", "strength": 0.05,
+                        "num_inference_steps": 20}
+# Native-scale crops of the 256² photos (side, crops per photo): 64² for the first autoencoder stage and
+# the denoisers, 128² for the second autoencoder stage.
+CROPS = ((64, 16), (128, 4))
 # The space-to-depth variant's networks see 48 latent channels (3 colours × 4 × 4) instead of 4.
 S2D_CHANNELS = ["model.student_overrides.in_channels=97", "model.student_overrides.out_channels=48"]
 
@@ -98,7 +103,7 @@ def minutes_entry(text: str) -> tuple[str, float]:
 
 
 def plan(args: argparse.Namespace) -> list[Stage]:
-    out, photos = args.out, args.out / "photos"
+    out = args.out
     moebius = [sys.executable, "-m", "moebius"]
     caps = args.minutes or {}
 
@@ -111,15 +116,27 @@ def plan(args: argparse.Namespace) -> list[Stage]:
             return []
         return ["--set", f"run.time_limit_minutes={minutes}"]
 
+    def data(folder: str) -> list[str]:
+        return ["--set", f"data.image_dirs=[{out / folder}]"]
+
     denoiser_sets = [x for o in args.overrides for x in ("--set", o)]
-    data = ["--set", f"data.image_dirs=[{photos}]"]
+    autoencoder_sets = [*time_limit("autoencoder"), *(x for o in args.autoencoder_overrides for x in ("--set", o))]
     stages = []
     for v in args.variants:
         ae_dir = out / v / "autoencoder"
-        autoencoder_sets = [*time_limit("autoencoder"), *(x for o in args.autoencoder_overrides for x in ("--set", o))]
-        stages.append(Stage(f"autoencoder-{v}", [*moebius, "train-autoencoder", str(CONFIGS / f"autoencoder_{v}.yaml"),
-                                                 "--output-dir", str(ae_dir), *data, *autoencoder_sets], ["photos"]))
-        common = [*data, *denoiser_sets, "--set", f"vae.weights={ae_dir / 'autoencoder'}"]
+        if v == "kl":  # from scratch on 64² crops, then a short fine-tune on 128² crops
+            stages.append(Stage("autoencoder64-kl", [*moebius, "train-autoencoder", str(CONFIGS / "autoencoder_kl.yaml"),
+                                                     "--output-dir", str(out / v / "autoencoder64"), *data("crops64"),
+                                                     *autoencoder_sets], ["crops"]))
+            stages.append(Stage("autoencoder-kl", [*moebius, "train-autoencoder", str(CONFIGS / "autoencoder_kl_128.yaml"),
+                                                   "--output-dir", str(ae_dir), *data("crops128"), "--set",
+                                                   f"model.init_weights={out / v / 'autoencoder64' / 'autoencoder'}",
+                                                   *autoencoder_sets], ["autoencoder64-kl"]))
+        else:
+            stages.append(Stage(f"autoencoder-{v}", [*moebius, "train-autoencoder", str(CONFIGS / f"autoencoder_{v}.yaml"),
+                                                     "--output-dir", str(ae_dir), *data("photos"), *autoencoder_sets],
+                                ["crops"]))
+        common = [*data("crops64"), *denoiser_sets, "--set", f"vae.weights={ae_dir / 'autoencoder'}"]
         if v == "s2d":
             common += [x for o in S2D_CHANNELS for x in ("--set", o)]
         networks = ["teacher", "distill", "plain"] if v == "kl" else ["teacher", "distill"]
@@ -233,6 +250,11 @@ def main() -> None:
     photos = args.out / "photos"
     if not photos.is_dir():
         print(f"preparing {prepare_photos(args.photos, photos)} training photos in {photos}", flush=True)
+    for size, per_photo in CROPS:
+        crops = args.out / f"crops{size}"
+        if not crops.is_dir():
+            subprocess.run([sys.executable, str(ROOT / "scripts" / "crop_photos.py"), str(photos), str(crops),
+                            "--size", str(size), "--per-photo", str(per_photo)], check=True)
     start = time.monotonic()
     failed = run_all(plan(args), args.jobs, args.out / "logs")
     for folder in export(args.out, args.variants):

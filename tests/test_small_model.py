@@ -186,17 +186,27 @@ def test_small_model_recipe_runs_every_stage(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    for stage in ("autoencoder-kl", "autoencoder-s2d", "teacher-kl", "plain-kl", "distill-kl", "teacher-s2d",
-                  "distill-s2d"):
+    for stage in ("autoencoder64-kl", "autoencoder-kl", "autoencoder-s2d", "teacher-kl", "plain-kl", "distill-kl",
+                  "teacher-s2d", "distill-s2d"):
         assert f"done  {stage}" in done.stdout
     assert len(list((out / "photos").glob("*.jpg"))) == 6
+    assert len(list((out / "crops64").glob("*.png"))) == 6 * 16 and len(list((out / "crops128").glob("*.png"))) == 6 * 4
+    # The second autoencoder stage fine-tunes the first one's weights on the 128² crops; the denoisers train on
+    # the 64² crops, in the second stage's latent space.
+    second = yaml.safe_load((out / "kl" / "autoencoder" / "config.yaml").read_text())
+    assert second["model"]["init_weights"] == str(out / "kl" / "autoencoder64" / "autoencoder")
+    assert second["data"]["image_dirs"] == [str(out / "crops128")]
+    distill = yaml.safe_load((out / "kl" / "distill" / "config.yaml").read_text())
+    assert distill["data"]["image_dirs"] == [str(out / "crops64")] and distill["noise"]["max_timestep"] == 200
+    assert distill["vae"]["weights"] == str(out / "kl" / "autoencoder" / "autoencoder")
     limits = {net: yaml.safe_load((out / "kl" / net / "config.yaml").read_text())["run"]["time_limit_minutes"]
               for net in ("teacher", "distill", "plain")}
     assert limits == {"teacher": 20.0, "distill": 30.0, "plain": 30.0}
     from moebius import MoebiusInpaintPipeline
 
     pipe = MoebiusInpaintPipeline.from_pretrained(out / "kl" / "distill" / "pipeline")
-    assert pipe.defaults == {"guidance_scale": 1.0}
+    assert pipe.defaults == {"guidance_scale": 1.0, "prefill": "navier-stokes", "strength": 0.05,
+                             "num_inference_steps": 20}
     assert pipe.scheduler_config.prediction_type == "v_prediction"  # what the run's config trained
     assert (out / "kl" / "distill" / "ema" / "STEP").read_text().strip() == "step-00000002"
     assert isinstance(MoebiusInpaintPipeline.from_pretrained(out / "s2d" / "distill" / "pipeline").vae, SpaceToDepth)
@@ -204,7 +214,7 @@ def test_small_model_recipe_runs_every_stage(tmp_path):
     image = np.full((32, 48, 3), 120, np.uint8)
     mask = np.zeros((32, 48), np.uint8)
     mask[8:20, 10:30] = 255
-    assert pipe(image, mask, num_inference_steps=2, seed=0, output_type="np").images[0].shape == (32, 48, 3)
+    assert pipe(image, mask, seed=0, output_type="np").images[0].shape == (32, 48, 3)  # the exported defaults
 
 
 @pytest.mark.parametrize("entry, message", [("teacher=0", "positive"), ("student=3", "unknown network"),
