@@ -19,12 +19,16 @@ from pathlib import Path
 
 from PIL import Image
 
-SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+from moebius.errors import MoebiusError
+from moebius.train.masks import list_images
 
 
 def crop_folder(source: Path, target: Path, size: int, per_photo: int, seed: int) -> int:
     """Write ``per_photo`` random ``size``² crops of every photo in ``source`` into ``target``; -> count."""
-    photos = sorted(p for p in source.iterdir() if p.suffix.lower() in SUFFIXES)
+    try:
+        photos = list_images(source)  # what training reads from a folder
+    except MoebiusError as error:
+        raise SystemExit(f"error: {error}") from None
     if not photos:
         raise SystemExit(f"error: no photos in {source}")
     if target.exists():
