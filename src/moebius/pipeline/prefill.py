@@ -8,14 +8,14 @@ never reaches the model.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
 from ..errors import InputError
 
 Prefill = Literal["none", "telea", "navier-stokes"]
-PREFILLS: tuple[str, ...] = ("none", "telea", "navier-stokes")
+PREFILLS: tuple[str, ...] = get_args(Prefill)
 RADIUS = 3  # OpenCV's neighbourhood radius in pixels, as the photo benchmark's baselines use
 
 
