@@ -223,17 +223,21 @@ def test_iopaint_dialect(client):
     assert client.get("/api/v1/server-config").status_code == 200
 
 
-def test_iopaint_default_strength_leaves_a_refiners_own_strength(tmp_path):
-    """IOPaint's UI always sends sd_strength 1.0; a folder that refines a pre-fill (the bundled model) must
-    still answer, with its own strength, while a strength the user moved is used."""
-    refiner = tiny_pipeline(defaults={"prefill": "navier-stokes", "strength": 0.5})
+def test_iopaint_ui_defaults_leave_a_folders_own_settings(tmp_path):
+    """IOPaint's UI sends SD's sd_steps 50, sd_guidance_scale 7.5 and sd_strength 1.0 until the user moves them;
+    a folder that refines a pre-fill (the bundled model) must answer with its own settings, while values the
+    user moved are used."""
+    refiner = tiny_pipeline(defaults={"prefill": "navier-stokes", "strength": 0.5, "num_inference_steps": 4,
+                                      "guidance_scale": 1.0})
     rgb, mask = scene(64, 64)
-    body = {"image": b64(png(rgb)), "mask": b64(png(mask)), "sd_steps": 4, "sd_seed": 3}
+    body = {"image": b64(png(rgb)), "mask": b64(png(mask)), "sd_seed": 3}
+    ui = {"sd_steps": 50, "sd_guidance_scale": 7.5, "sd_strength": 1.0}
     with TestClient(create_app(ServeSettings(), pipeline=refiner)) as c:
-        unset, one, moved = (c.post("/api/v1/inpaint", json={**body, **extra})
-                             for extra in ({}, {"sd_strength": 1.0}, {"sd_strength": 0.25}))
-        assert unset.status_code == one.status_code == moved.status_code == 200, one.text
-        assert one.content == unset.content and moved.content != one.content
+        unset, untouched, *moved = (c.post("/api/v1/inpaint", json={**body, **extra}) for extra in (
+            {}, ui, {**ui, "sd_strength": 0.25}, {**ui, "sd_steps": 8}, {**ui, "sd_guidance_scale": 3.0}))
+        assert all(r.status_code == 200 for r in (unset, untouched, *moved)), untouched.text
+        assert untouched.content == unset.content
+        assert all(r.content != unset.content for r in moved)
         assert c.post("/v1/inpaint", files={"image": ("i.png", png(rgb)), "mask": ("m.png", png(mask))},
                       data={"strength": "1.0"}).status_code == 422  # the native API says what is wrong
 

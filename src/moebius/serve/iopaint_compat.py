@@ -6,6 +6,11 @@ Mapping: ``hd_strategy`` Original/Resize/Crop -> original/resize/crop with its t
 ``sd_strength``; ``sd_seed`` (-1 = random); ``sd_mask_blur`` -> feather radius;
 ``sd_keep_unmasked_area=false`` -> raw decode; ``sd_match_histograms`` -> mean-colour compensation.
 Every other IOPaint field (prompts, samplers, ControlNet...) is ignored and named in ``X-Moebius-Ignored``.
+
+IOPaint's front-end sends its Stable Diffusion defaults (50 steps, guidance 7.5, strength 1.0) until the user
+moves a slider. Those values are read as unset, so that the preset's or the weights folder's own settings
+apply (Moebius: 20 steps, guidance 2.5 or 2.0; the bundled refiner: one step at t = 0 without CFG) instead of
+SD's. A user who picks exactly one of those values gets the model's setting for it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from .schemas import IOPaintInpaintRequest
 
 router = APIRouter()
 
+# What IOPaint's front-end sends when the user has not moved the slider (anchors §2.2).
+IOPAINT_UI_DEFAULTS = {"sd_steps": 50, "sd_guidance_scale": 7.5, "sd_strength": 1.0}
+
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=-]+)*;base64,", re.IGNORECASE)
 
 
@@ -37,6 +45,12 @@ def decode_base64(text: str, label: str) -> bytes:
         return base64.b64decode(body.replace("-", "+").replace("_", "/"), validate=True)
     except (binascii.Error, ValueError):
         raise HTTPProblem(422, f"{label}: not valid base64") from None
+
+
+def chosen(req: IOPaintInpaintRequest, field: str) -> float | int | None:
+    """The request's value of ``field``, or None where it is absent or IOPaint's untouched UI default."""
+    value = getattr(req, field)
+    return None if value is None or value == IOPAINT_UI_DEFAULTS[field] else value
 
 
 @router.post("/api/v1/inpaint", tags=["iopaint"], response_class=Response,
@@ -59,11 +73,9 @@ async def iopaint_inpaint(req: IOPaintInpaintRequest, request: Request) -> Respo
         "crop_margin": req.hd_strategy_crop_margin,
         "crop_trigger_size": req.hd_strategy_crop_trigger_size,
         "resize_limit": req.hd_strategy_resize_limit,
-        "num_inference_steps": req.sd_steps,
-        "guidance_scale": None if req.sd_guidance_scale is None else max(1.0, req.sd_guidance_scale),
-        # IOPaint clients send sd_strength 1.0 unless the user moves it; that is every preset's own value, so it
-        # is passed as unset and a weights folder's default strength (the bundled refiner's) still applies.
-        "strength": None if req.sd_strength == 1.0 else req.sd_strength,
+        "num_inference_steps": chosen(req, "sd_steps"),
+        "guidance_scale": None if chosen(req, "sd_guidance_scale") is None else max(1.0, req.sd_guidance_scale),
+        "strength": chosen(req, "sd_strength"),
         "mask_blur": req.sd_mask_blur,
         "paste": "keep_unmasked" if req.sd_keep_unmasked_area else "none",
         "compensate": req.sd_match_histograms,
