@@ -28,9 +28,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import InputError
+from ..image_files import IMAGE_SUFFIXES
 
 CANONICAL_SIDE = 512
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 # Hole-area ranges (fraction of the image) of the generator presets.
 PRESETS: dict[str, tuple[float, float]] = {

@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, InputError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+from ..image_files import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)
