@@ -100,5 +100,6 @@ def compare(per_photo: dict[str, dict[int, torch.Tensor]], folders: list[str], t
             print(f"| {folder} | {t} | {d.mean():+.4f} | [{lo:+.4f}, {hi:+.4f}] | {d.mean() / ref.mean():+.1%} "
                   f"| {(d < 0).sum()} of {len(d)} |", flush=True)
 
+
 if __name__ == "__main__":
     main()
