@@ -76,9 +76,9 @@ def main() -> None:
             out = torch.cat([pipe.unet(torch.cat([x, m, c], 1), s, i) for x, m, c, s, i in
                              zip(x_t.split(4), mask.split(4), z_masked.split(4), steps.split(4), ids.split(4))])
             x0, eps = split_prediction(out, x_t, a, pipe.scheduler_config.prediction_type)
-            hole_sq = (eps - noise).square() * mask
-            per_photo[folder][t] = hole_sq.sum((1, 2, 3)) / mask.expand_as(z).sum((1, 2, 3)).clamp(min=1)
-            print(f"| {t} | {F.mse_loss(eps, noise):.4f} | {(eps - noise)[inside].square().mean():.4f} "
+            sq = (eps - noise).square()
+            per_photo[folder][t] = (sq * inside).sum((1, 2, 3)) / inside.sum((1, 2, 3)).clamp(min=1)
+            print(f"| {t} | {sq.mean():.4f} | {sq[inside].mean():.4f} "
                   f"| {(x0 - z)[inside].square().mean():.3f} "
                   f"| {(z_masked - z)[inside].square().mean():.3f} |", flush=True)
     if len(args.pipelines) > 1:
