@@ -68,13 +68,14 @@ async def iopaint_inpaint(req: IOPaintInpaintRequest, request: Request) -> Respo
         return upload, mask
 
     upload, mask = await run_in_threadpool(decode)
+    guidance = chosen(req, "sd_guidance_scale")
     options = {
         "hd_strategy": req.hd_strategy.lower(),
         "crop_margin": req.hd_strategy_crop_margin,
         "crop_trigger_size": req.hd_strategy_crop_trigger_size,
         "resize_limit": req.hd_strategy_resize_limit,
         "num_inference_steps": chosen(req, "sd_steps"),
-        "guidance_scale": None if chosen(req, "sd_guidance_scale") is None else max(1.0, req.sd_guidance_scale),
+        "guidance_scale": None if guidance is None else max(1.0, guidance),
         "strength": chosen(req, "sd_strength"),
         "mask_blur": req.sd_mask_blur,
         "paste": "keep_unmasked" if req.sd_keep_unmasked_area else "none",
