@@ -30,8 +30,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import InputError
+from ..image_files import IMAGE_SUFFIXES
 from . import metrics as M
-from .masks import IMAGE_SUFFIXES, MaskSource
+from .masks import MaskSource
 from .report import markdown_table, write_report  # noqa: F401 (markdown_table: re-exported)
 
 logger = logging.getLogger(__name__)
