@@ -1,4 +1,4 @@
-"""Gated linear attention (GLA, Yang et al. 2023), the PixelHacker teacher's self-attention (spec §3.4).
+"""Gated linear attention (GLA, Yang et al. 2023), the PixelHacker teacher's self-attention.
 
 Per head, over the T tokens in raster order, with a per-key-channel log-decay ``g_t <= 0``::
 

@@ -1,4 +1,4 @@
-"""Lambda layers of the LλMI block (Bello, "LambdaNetworks", ICLR 2021; Moebius spec §1.5).
+"""Lambda layers of the LλMI block (Bello, "LambdaNetworks", ICLR 2021).
 
 A lambda layer summarises a context into small linear maps ("lambdas") and applies them to every query,
 so its cost is linear in the number of pixels. Moebius uses two, both multi-query (one set of keys and

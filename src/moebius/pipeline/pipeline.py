@@ -1,4 +1,4 @@
-"""MoebiusInpaintPipeline: image + mask in, inpainted image out (issue 3; anchors §3, §8.2).
+"""MoebiusInpaintPipeline: image + mask in, inpainted image out, shaped like a diffusers pipeline.
 
 The call vocabulary is diffusers' (``image``, ``mask_image``, ``num_inference_steps``, ``guidance_scale``,
 ``strength``, ``generator``, ``output_type``, ``callback_on_step_end``); white (255) in the mask means
@@ -66,7 +66,7 @@ class _Job:
 
 
 class MoebiusInpaintPipeline:
-    """Moebius inpainting: a latent-category U-Net, an AutoencoderKL and DDIM (spec §5).
+    """Moebius inpainting: a latent-category U-Net, an AutoencoderKL and DDIM.
 
     Args:
         unet: a :class:`~moebius.models.LatentCategoryDenoiser` (``load_official``/``create_model``).
@@ -357,7 +357,7 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _official_tile(item: _Item, size: int) -> tuple[hd.Region, hd.Tile]:
-    """The official loader's geometry: image bicubic and mask nearest to size² (spec §5.2; a no-op at 512²).
+    """The official loader's geometry: image bicubic and mask nearest to size² (a no-op at 512²).
 
     The pipeline's own short-side-to-512, floor-to-64 Lanczos resize that follows is then the identity.
     """

@@ -1,6 +1,6 @@
 """Muon for the student's matrices, AdamW for everything else, and the learning-rate schedule.
 
-Spec: official-behaviour.md §6.3, paper.md §3. The split follows the released code: Muon takes every
+The split follows the released code: Muon takes every
 parameter with two or more dimensions whose name contains none of ``adamw_names`` (the embedding table,
 conv_in, conv_out); AdamW takes the rest (biases, norm affines, those three).
 
