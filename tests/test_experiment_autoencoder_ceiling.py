@@ -27,7 +27,8 @@ def photo_and_mask(size: int = 64) -> tuple[Image.Image, Image.Image, np.ndarray
 
 def test_a_lossless_autoencoder_scores_exactly_the_fill():
     image, mask, _ = photo_and_mask()
-    inpaint = load_experiment("autoencoder_ceiling").round_trip_fill("telea", SpaceToDepth(SpaceToDepthConfig(factor=4)), feather=3.0)
+    s2d = SpaceToDepth(SpaceToDepthConfig(factor=4))
+    inpaint = load_experiment("autoencoder_ceiling").round_trip_fill("telea", s2d, feather=3.0)
     assert np.array_equal(np.asarray(inpaint(image, mask)), np.asarray(get_method("telea")(image, mask)))
 
 

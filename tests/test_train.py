@@ -20,7 +20,7 @@ from moebius.train.config import load_config  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "configs" / "tiny_cpu.yaml"
 OUTPUT_PROBE = "diff_model.conv_out.conv_pw.weight"
-FEATURE_PROBE = "diff_model.down_blocks.2.attentions.1.proj_out.weight"  # the official θ_C: the last layer producing the KD feature
+FEATURE_PROBE = "diff_model.down_blocks.2.attentions.1.proj_out.weight"  # θ_C: makes the KD feature
 
 
 def write_images(folder: Path, count: int = 8) -> Path:

@@ -1,8 +1,8 @@
 """Deterministic DDIM sampling (eta = 0) with the Stable Diffusion noise schedule.
 
 Reproduces the numerics of the scheduler the official pipeline builds (diffusers' ``DDIMScheduler`` with
-the configuration recorded in tests/data/parity/pipeline_trace.json): scaled-linear betas from 0.00085 to 0.012 over 1000 training steps, "leading"
-timestep spacing, ε-prediction, no clipping, and ᾱ = 1 after the last step. Every scalar is computed in
+the configuration recorded in tests/data/parity/pipeline_trace.json): scaled-linear betas from 0.00085 to
+0.012 over 1000 training steps, "leading" timestep spacing, ε-prediction, no clipping, and ᾱ = 1 after the last step. Every scalar is computed in
 float32 in the same order as the reference, so ``alphas_cumprod`` and each step match the recorded trace
 bit for bit on CPU.
 
