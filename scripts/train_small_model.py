@@ -6,7 +6,7 @@
 About two hours on 2 CPU cores, 94 minutes of them the autoencoder. Its autoencoder, trained from scratch in
 that time, is still weaker than the bundled one (which started from a GPU run; its MODEL_CARD.md): Navier–Stokes
 through it scores ST-LPIPS 0.106, against 0.103 for the fill alone, so the model it gives does not yet beat the
-classical fills (docs/training.md, "One command on a CPU"). Stages (each a ``moebius``
+classical fills (docs/experiments/small-model.md, "One command on a CPU"). Stages (each a ``moebius``
 command on a committed config in configs/small/, logged to OUT/logs/):
 
 1. ``photos``: the manifest's ``train`` split (the ``eval`` split stays held out), resized to a 256 short
@@ -15,7 +15,7 @@ command on a committed config in configs/small/, logged to OUT/logs/):
 2. the KL-VAE: ``autoencoder64-kl`` from scratch with L1 alone on the 64² crops, then ``autoencoder-kl``
    trains it further with ST-LPIPS on the 128² crops (the bundled autoencoder's order). With ``--variants
    kl s2d`` also ``autoencoder-s2d`` (space-to-depth, fitted statistics), the lossless alternative, which
-   lost clearly on inpainting quality at equal steps and at equal time (docs/training.md, "The small model").
+   lost clearly on inpainting quality at equal steps and at equal time (docs/experiments/small-model.md).
 3. per autoencoder, on the 64² crops and at timesteps below 200 (the model refines, it does not generate):
    ``teacher`` (PixelHacker architecture, plain v-MSE) and ``plain`` (the student without distillation);
    then ``distill`` (the student distilled from that teacher). ``plain`` exists for the KL variant only: it

@@ -17,7 +17,7 @@ def student_state() -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="session")
 def student_reference() -> dict[str, torch.Tensor]:
-    """What the official student computed on the formula weights (parity README §4)."""
+    """What the official student computed on the formula weights (tests/data/parity/README.md)."""
     return load_file(str(PARITY_DIR / "student_forward.safetensors"))
 
 

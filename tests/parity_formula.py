@@ -1,4 +1,6 @@
-"""The deterministic "formula" weights the parity vectors were computed with (shared/parity/README.md §2).
+"""The deterministic "formula" weights the parity vectors were computed with.
+
+The rules: tests/data/parity/README.md, "Weight formula".
 
 Pure numpy, bit-exact: every operation is an IEEE-exact elementwise op evaluated in the documented order.
 """

@@ -1,4 +1,4 @@
-"""The DDIM scheduler against the official pipeline trace (parity README §6, tolerances §8; spec §5.4)."""
+"""The DDIM scheduler against the official pipeline trace (tests/data/parity/README.md)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from moebius.pipeline.ddim import (
 )
 from parity_formula import PARITY_DIR
 
-GUIDANCE_SCALE = 2.0  # the traced call (README §6.1)
+GUIDANCE_SCALE = 2.0  # the traced call (tests/data/parity/README.md, "Pipeline trace")
 NUM_STEPS = 20
 STRENGTH = 0.99
 NOISE_OFFSET = 0.0357
@@ -43,7 +43,7 @@ def scheduler() -> DDIMScheduler:
 
 
 def _latents_atol(reference: torch.Tensor) -> float:
-    # README §8: per-step latents at atol 5e-4 or rtol 1e-5 of |max| (they grow to ~37).
+    # Tolerance: per-step latents at atol 5e-4 or rtol 1e-5 of |max| (they grow to ~37).
     return max(5e-4, 1e-5 * reference.abs().max().item())
 
 
@@ -81,7 +81,7 @@ def test_alphas_cumprod_match_official(trace):
     assert s.alphas_cumprod.dtype == torch.float32 and s.alphas_cumprod.shape == (1000,)
     torch.testing.assert_close(s.alphas_cumprod, trace["alphas_cumprod"], rtol=0, atol=1e-7)
     torch.testing.assert_close(s.final_alpha_cumprod.reshape(1), trace["final_alpha_cumprod"], rtol=0, atol=0)
-    assert abs(s.alphas_cumprod[900].item() - 0.014151) < 1e-6  # spec §5.4
+    assert abs(s.alphas_cumprod[900].item() - 0.014151) < 1e-6  # ᾱ at t = 900, where the official run starts
 
 
 def test_timesteps_match_official(scheduler, trace):

@@ -1,5 +1,5 @@
 """Inputs a user really has: EXIF orientation, alpha, grayscale/palette, 16-bit, soft and alpha masks,
-mask operations, bad files and size mismatches (issue 3)."""
+mask operations, bad files and size mismatches."""
 
 from __future__ import annotations
 

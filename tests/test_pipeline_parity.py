@@ -1,4 +1,4 @@
-"""The ``official`` preset replays the official pipeline trace stage by stage (parity README §6, §8).
+"""The ``official`` preset replays the official pipeline trace stage by stage (tests/data/parity/README.md).
 
 One full-size run (0.22B student and the SDXL-shaped VAE with the formula weights, 512², 19 steps) with
 the four recorded random draws injected through ``noise=``; every stage the trace recorded is compared
@@ -23,7 +23,7 @@ from parity_formula import PARITY_DIR, formula_state_dict, load_layout
 
 pytestmark = pytest.mark.slow
 
-ATOL = 1e-4  # posterior mean/std, latents, per-step ε, decoded (README §8)
+ATOL = 1e-4  # posterior mean/std, latents, per-step ε, decoded (tests/data/parity/README.md, "Tolerances")
 STEPS = 19
 
 

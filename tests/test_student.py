@@ -1,4 +1,4 @@
-"""The Moebius student against the official code's parity vectors (shared/parity/README.md §4)."""
+"""The Moebius student against the official code's parity vectors (tests/data/parity/README.md)."""
 
 from __future__ import annotations
 

@@ -87,7 +87,7 @@ def test_tiny_timestep_forms_and_batch_independence() -> None:
 
 @pytest.mark.slow
 def test_parity_with_official_forward() -> None:
-    """Formula weights, eval mode, the stored inputs: the official sample and block outputs (README §5, §8)."""
+    """Formula weights, eval mode, the stored inputs: the official sample and block outputs."""
     # Through the public loader, which tells the teacher from the student by its keys.
     model = load_official(formula_state_dict(load_layout("teacher")))
     assert isinstance(model.diff_model, PixelHackerUNet) and not model.training

@@ -20,7 +20,7 @@ from moebius.train.config import load_config  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "configs" / "tiny_cpu.yaml"
 OUTPUT_PROBE = "diff_model.conv_out.conv_pw.weight"
-FEATURE_PROBE = "diff_model.down_blocks.2.attentions.1.proj_out.weight"  # the official θ_C (spec §6.2 step 9)
+FEATURE_PROBE = "diff_model.down_blocks.2.attentions.1.proj_out.weight"  # θ_C: makes the KD feature
 
 
 def write_images(folder: Path, count: int = 8) -> Path:
@@ -131,7 +131,7 @@ def test_adaptive_weights_match_hand_computation(tmp_path, mode):
     total, logs = trainer.compute_loss(next(trainer._loader_iter))
     losses = seen["losses"]
 
-    # The losses are what the spec says, on the networks' actual outputs.
+    # The losses are the documented formulas (docs/training.md, "What one step does"), on the networks' actual outputs.
     eps_hat, eps_teacher = s_out["out"].sample.float(), t_out["out"].sample.float()
     torch.testing.assert_close(losses["task"], ((eps_hat - seen["draws"]["eps"]) ** 2).mean())
     torch.testing.assert_close(losses["output_kd"], ((eps_hat - eps_teacher) ** 2).mean())

@@ -182,7 +182,7 @@ def test_elatentlpips_loads_the_released_layout(tmp_path):
 
 
 def test_full_size_kd_pair_probes_and_muon_split():
-    """On the meta device (no memory, no compute): the released shapes, probes and parameter split (spec §6.2-6.3)."""
+    """On the meta device (no memory, no compute): the released shapes, probes and parameter split."""
     from moebius.models import get_config
     from moebius.models.families import get_family
     from moebius.train._build import feature_probe_name, output_probe_name

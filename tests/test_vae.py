@@ -1,7 +1,7 @@
 """The AutoencoderKL: diffusers checkpoint layout, config parsing, and parity with the official trace.
 
-Parity data: tests/data/parity/pipeline_trace_subset.safetensors (parity README §6, tolerances §8),
-with the VAE carrying the formula weights of README §2.
+Parity data: tests/data/parity/pipeline_trace_subset.safetensors (tests/data/parity/README.md),
+with the VAE carrying the formula weights described there.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from moebius.models.vae import (
 )
 from parity_formula import PARITY_DIR, formula_state_dict, load_layout
 
-TRACE_ATOL = 1e-4  # README §8: posterior mean/std, latents and decoded_01 all at 1e-4
+TRACE_ATOL = 1e-4  # posterior mean/std, latents and decoded_01 all at 1e-4
 
 
 def _diffusers_config() -> dict:
@@ -219,7 +219,7 @@ def formula_vae() -> AutoencoderKL:
 
 @pytest.fixture(scope="module")
 def pipeline_inputs() -> tuple[torch.Tensor, torch.Tensor]:
-    """The official pipeline's ``image`` and ``masked_image`` (README §6.4), rebuilt from the PNGs."""
+    """The official pipeline's ``image`` and ``masked_image``, rebuilt from the PNGs."""
     rgb = np.asarray(Image.open(PARITY_DIR / "test_image.png").convert("RGB"))
     mask = np.asarray(Image.open(PARITY_DIR / "test_mask.png").convert("L"))
     # The official preprocessing computes uint8/255*2-1 in float64 before casting; float32 differs by 6e-8.
@@ -238,7 +238,7 @@ def test_encode_matches_official(formula_vae, trace, pipeline_inputs, which, str
     prefix = f"vae_sample_{which}"
     assert _max_diff(posterior.mean, trace[f"{prefix}_posterior_mean"]) <= TRACE_ATOL
     assert _max_diff(posterior.std, trace[f"{prefix}_posterior_std"]) <= TRACE_ATOL
-    # The official pipeline samples (spec §4); the recorded draw makes that deterministic.
+    # The official pipeline samples the posterior; the recorded draw makes that deterministic.
     latents = posterior.sample(noise=trace[f"noise_stream{stream}_{prefix}"]) * formula_vae.config.scaling_factor
     assert _max_diff(latents, trace[f"{which}_latents"]) <= TRACE_ATOL
 

@@ -1,7 +1,8 @@
 """``moebius batch --images DIR --masks DIR_OR_FILE --output DIR``: inpaint a folder.
 
 * Images pair with masks by file stem (``a.jpg`` with ``a.png``, or ``a_mask.png``); a single mask file
-  applies to every image. (The official loader pairs by sorted position, spec §9 item 9.)
+  applies to every image. (The official loader pairs by sorted position, which mispairs
+  folders whose names do not sort alike.)
 * Each output is written atomically (temp file + rename) as ``<output>/<stem>.<ext>``; an output that
   would replace an input is refused; ``--skip-existing`` resumes an interrupted run.
 * A bad file is reported and skipped; a summary follows; the exit status is 1 if anything failed.

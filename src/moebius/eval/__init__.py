@@ -1,4 +1,4 @@
-"""Evaluation: metrics, metric networks, baselines, benchmark declarations and the runner (issue 5).
+"""Evaluation: metrics, metric networks, baselines, benchmark declarations and the runner.
 
 Modules (nothing heavy is imported here):
 

@@ -1,4 +1,4 @@
-"""The paper's six benchmarks as data (paper.md §5; anchors.md §5.4), and where their files must be.
+"""The paper's six benchmarks as data, and where their files must be.
 
 None of these datasets can be downloaded by this package (their licences forbid redistribution), so a
 benchmark is a folder the user fills. With ``--data-root ROOT``, benchmark ``NAME`` reads::
@@ -72,7 +72,7 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
         name="places2-test", title="Places2 (Test)", dataset="Places365-Standard",
         images="10,000 Places2 test images (PowerPaint's subset), center crop to 512²", num_images=10_000,
         resolution=512, masks="40-50% hole area", mask_source="Moebius evaluation masks (Google Drive, README)",
-        protocol_source="PowerPaint / PixelHacker README", protocol_fid="not stated (paper.md §5)",
+        protocol_source="PowerPaint / PixelHacker README", protocol_fid="not stated in the paper",
         protocol_lpips="not stated", fid_resize="tf-legacy", paper={"fid": 9.48, "lpips": 0.207},
         notes="The mask generator is not published; --mask-preset 40-50 is ours, not theirs."),
     Benchmark(

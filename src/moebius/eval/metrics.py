@@ -1,6 +1,6 @@
 """Image-quality metrics for inpainting: paired (PSNR, SSIM, L1) and distribution (FID, KID, U-IDS/P-IDS).
 
-Conventions (anchors.md §5, §8.7):
+Conventions:
 
 * Images are uint8 RGB arrays ``(H, W, 3)``; a hole map is a bool array ``(H, W)`` (True = inpainted).
 * PSNR, L1 and SSIM use data range 255. L1 is the mean absolute difference divided by 255 (so in [0, 1]).

@@ -10,7 +10,7 @@ the masks never change when photos are added or removed, and the 256² mask is t
 
 Results per (resolution, method) go to ``out/<res>/<method>/`` as full reports (:mod:`runner`), and one
 table over all of them to ``out/photos_summary.md`` and ``.json``. With ~100 pairs, FID is noisy and
-biased; read KID and the paired hole metrics first (shared/data/README.md says the same).
+biased; read KID and the paired hole metrics first.
 """
 
 from __future__ import annotations

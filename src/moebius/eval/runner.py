@@ -8,7 +8,7 @@ of predictions or an *inpainter* (``(image: PIL RGB, mask: PIL L) -> PIL RGB``, 
   the summary (all images and each mask-area bin) and every per-image row;
 * ``per_image.csv`` and ``summary.csv``; ``summary.md`` (tables); ``metrics_by_bin.png`` (if matplotlib).
 
-Rules (anchors.md §8.7): images and predictions pair by file stem, and any missing or extra file is an
+Rules: images and predictions pair by file stem, and any missing or extra file is an
 error listing the names; FID/KID/IDS on fewer images than the benchmark declares is refused unless
 ``allow_subset``, and the report then says it is a subset; an inpainter never sees the hole's pixels
 (they are set to grey before the call). Paired metrics and LPIPS are per image, then averaged; FID, KID

@@ -1,4 +1,4 @@
-"""The student's resnet block: diffusers' ResnetBlock2D with depthwise-separable convs (spec §1.3)."""
+"""The student's resnet block: diffusers' ResnetBlock2D with depthwise-separable convs."""
 
 from __future__ import annotations
 

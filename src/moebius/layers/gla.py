@@ -1,4 +1,4 @@
-"""Gated linear attention (GLA, Yang et al. 2023), the PixelHacker teacher's self-attention (spec §3.4).
+"""Gated linear attention (GLA, Yang et al. 2023), the PixelHacker teacher's self-attention.
 
 Per head, over the T tokens in raster order, with a per-key-channel log-decay ``g_t <= 0``::
 
@@ -59,9 +59,8 @@ def chunk_gla(
     exponential has a non-positive argument (a decay over a span of tokens), so nothing overflows
     however strong the decay is. Computed in at least float32.
 
-    The defaults were the fastest on CPU over the teacher's sizes (T = 64 to 4096, K = 20 to 80):
-    about 1.7x faster than chunks of 64 with sub-chunks of 16, whose pairwise (sub, sub, K) decay
-    tensors dominate the cost.
+    The defaults keep the pairwise (sub, sub, K) decay tensors, which dominate the cost, small; they were
+    the fastest on CPU over the teacher's sizes (docs/experiments/speed-choices.md).
     """
     if chunk_size % sub_chunk_size:
         raise ValueError(f"chunk_size {chunk_size} is not a multiple of sub_chunk_size {sub_chunk_size}")

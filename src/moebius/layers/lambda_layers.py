@@ -1,4 +1,4 @@
-"""Lambda layers of the LλMI block (Bello, "LambdaNetworks", ICLR 2021; Moebius spec §1.5).
+"""Lambda layers of the LλMI block (Bello, "LambdaNetworks", ICLR 2021).
 
 A lambda layer summarises a context into small linear maps ("lambdas") and applies them to every query,
 so its cost is linear in the number of pixels. Moebius uses two, both multi-query (one set of keys and
@@ -51,8 +51,8 @@ class LocalLambda(nn.Module):
         content = torch.einsum("bkn,bvn->bkv", k, v.reshape(b, self.dim_v, h * w))  # (B, k, v)
         y = torch.einsum("bhkn,bkv->bhvn", q, content)  # (B, h, v, N)
 
-        # The Conv3d's (1, r, r) kernels as a 2-D convolution of every value map: the same numbers, and the
-        # small student's forward + backward at batch 128 on an H200 went from 353 to 316 ms.
+        # The Conv3d's (1, r, r) kernels as a 2-D convolution of every value map: the same numbers, computed
+        # faster (docs/experiments/speed-choices.md).
         kernels = self.pos_conv.weight[:, :, 0]  # (k, 1, r, r)
         position = F.conv2d(v.reshape(b * self.dim_v, 1, h, w), kernels, self.pos_conv.bias,
                             padding=kernels.shape[-1] // 2)  # (B·v, k, H, W)

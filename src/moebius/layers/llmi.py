@@ -1,4 +1,4 @@
-"""The LλMI block: Local-λ, Interactive-λ and Mix-FFN in a pre-norm transformer block (spec §1.5)."""
+"""The LλMI block: Local-λ, Interactive-λ and Mix-FFN in a pre-norm transformer block."""
 
 from __future__ import annotations
 

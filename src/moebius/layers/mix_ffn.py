@@ -1,4 +1,4 @@
-"""Mix-FFN (SANA's GLUMBConv): 1×1 expand, depthwise 3×3, gated SiLU, 1×1 project (spec §1.5)."""
+"""Mix-FFN (SANA's GLUMBConv): 1×1 expand, depthwise 3×3, gated SiLU, 1×1 project."""
 
 from __future__ import annotations
 

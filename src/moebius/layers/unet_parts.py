@@ -1,4 +1,4 @@
-"""Standard Stable-Diffusion U-Net pieces, with diffusers' parameter names (spec §3.2).
+"""Standard Stable-Diffusion U-Net pieces, with diffusers' parameter names.
 
 The teacher's checkpoint uses diffusers' key layout, so every attribute name and registration order
 here is part of the checkpoint format: ``norm1``, ``conv1``, ``time_emb_proj``, ``to_out.0``,

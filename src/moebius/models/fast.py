@@ -35,7 +35,7 @@ from .denoiser import DenoiserOutput, LatentCategoryDenoiser
 from .student import MoebiusConfig, MoebiusUNet
 
 # Bytes of value patches gathered at once by the Local-λ position term. About one core's L2 cache: the
-# bmm then reads the patches while they are still cached (4× faster at 64² than 32 MiB chunks on CPU).
+# bmm then reads the patches while they are still cached (docs/experiments/speed-choices.md).
 _PATCH_CHUNK_BYTES = 2 * 2**20
 
 

@@ -1,6 +1,6 @@
 """MoebiusUNet: the 0.22B student, a 3-level U-Net of depthwise-separable resnets and LλMI blocks.
 
-Spec: official-behaviour.md §1-2 (module tree, data flow, key names). Attribute names follow the official
+Attribute names follow the official
 checkpoint keys (``down_blocks.i.resnets.j``, ``attentions.j``, ...), so weights load without a key map.
 """
 
@@ -186,7 +186,7 @@ class MoebiusUNet(nn.Module):
 
 
 def _official_linear_init(module: nn.Module) -> None:
-    """The released code re-initialises every Linear of the U-Net xavier-uniform with zero bias (spec §1.1);
+    """The released code re-initialises every Linear of the U-Net xavier-uniform with zero bias;
     convolutions keep PyTorch's defaults. Only training from scratch sees this."""
     if isinstance(module, nn.Linear):
         nn.init.xavier_uniform_(module.weight)

@@ -1,6 +1,6 @@
 """The PixelHacker teacher (0.86B): an SD-1.5-shaped U-Net whose self-attention is gated linear attention.
 
-Spec §3. Structure, for ``block_out_channels`` (c0, c1, c2, c3):
+Structure, for ``block_out_channels`` (c0, c1, c2, c3):
 
 - conv_in; time embedding (c0-dim sinusoid -> 4·c0); ``encoder_hid_proj`` on the category tokens.
 - down 0..2: [resnet -> transformer] × layers_per_block, then a stride-2 conv; down 3: resnets only.

@@ -1,6 +1,6 @@
 """AutoencoderKL: the f8 KL autoencoder that maps images to the latents Moebius denoises.
 
-Written from official-behaviour.md §4 and parity README §1. The module tree reproduces diffusers'
+The module tree reproduces diffusers'
 ``AutoencoderKL`` state-dict layout key for key and in the same order (tests/data/parity/vae_keys.json,
 248 entries), so a diffusers ``vae/diffusion_pytorch_model.*`` loads strictly without a key map. Older
 checkpoints that name the mid-block attention ``query/key/value/proj_attn`` are renamed on load.
@@ -31,7 +31,7 @@ _NORM_EPS = 1e-6
 
 @dataclass(frozen=True)
 class VAEConfig:
-    """Architecture of an AutoencoderKL. Defaults are PixelHacker's ``vae/config.json`` (SDXL VAE, §4)."""
+    """Architecture of an AutoencoderKL. Defaults are PixelHacker's ``vae/config.json`` (SDXL VAE)."""
 
     in_channels: int = 3
     out_channels: int = 3
@@ -339,7 +339,7 @@ class DiagonalGaussian:
 
 
 class AutoencoderKL(nn.Module):
-    """KL-regularised f8 autoencoder with diffusers' ``AutoencoderKL`` checkpoint layout (spec §4)."""
+    """KL-regularised f8 autoencoder with diffusers' ``AutoencoderKL`` checkpoint layout."""
 
     def __init__(self, config: VAEConfig = OFFICIAL_VAE_CONFIG) -> None:
         super().__init__()
@@ -386,7 +386,7 @@ class AutoencoderKL(nn.Module):
     ) -> torch.Tensor:
         """Images in [-1, 1] -> the latents the denoiser sees: (z - shift) * scaling_factor.
 
-        ``sample=True`` draws z from the posterior, as the official pipeline does (spec §4, §9 item 8);
+        ``sample=True`` draws z from the posterior, as the official pipeline does;
         ``sample=False`` uses the posterior mean.
         """
         posterior = self.encode(x)

@@ -1,7 +1,7 @@
 """Putting the generated pixels back: the official feathered paste, colour compensation, and our
 keep-unmasked blend.
 
-Official (spec §5.5; parity README §6.4): the weight m = GaussianBlur(radius 3) of the binary mask / 255
+Official: the weight m = GaussianBlur(radius 3) of the binary mask / 255
 is applied over the whole image, so pixels just outside the hole change too, and floats are truncated to
 uint8. The arithmetic below follows the reference's order in float64; it reproduces the recorded
 ``output_paste`` and ``output_compensate`` bit for bit from the recorded decode.

@@ -1,8 +1,8 @@
 """Deterministic DDIM sampling (eta = 0) with the Stable Diffusion noise schedule.
 
-Reproduces the numerics of the scheduler the official pipeline builds (official-behaviour.md §5.1, §5.4;
-parity README §6.1): scaled-linear betas from 0.00085 to 0.012 over 1000 training steps, "leading"
-timestep spacing, ε-prediction, no clipping, and ᾱ = 1 after the last step. Every scalar is computed in
+Reproduces the numerics of the scheduler the official pipeline builds (diffusers' ``DDIMScheduler`` with
+the configuration recorded in tests/data/parity/pipeline_trace.json): scaled-linear betas from 0.00085 to
+0.012 over 1000 training steps, "leading" timestep spacing, ε-prediction, no clipping, and ᾱ = 1 after the last step. Every scalar is computed in
 float32 in the same order as the reference, so ``alphas_cumprod`` and each step match the recorded trace
 bit for bit on CPU.
 
@@ -39,7 +39,7 @@ PredictionType = Literal["epsilon", "v_prediction"]
 
 @dataclass(frozen=True)
 class DDIMConfig:
-    """Noise schedule and timestep layout. Defaults are the official pipeline's (spec §5.1)."""
+    """Noise schedule and timestep layout. Defaults are the official pipeline's."""
 
     num_train_timesteps: int = 1000
     beta_start: float = 0.00085
@@ -111,10 +111,10 @@ def scaled_linear_alphas_cumprod(config: DDIMConfig) -> torch.Tensor:
 
 
 def strength_start_index(num_inference_steps: int, strength: float) -> int:
-    """Index of the first timestep run for an img2img ``strength`` (official pipeline, spec §5.4).
+    """Index of the first timestep run for an img2img ``strength`` (the official pipeline's rule).
 
     The official rule truncates: int(steps * strength) steps are run, so strength 0.99 with 20 steps
-    starts at index 1 and runs 19 steps from t = 900 (spec §9 item 7).
+    starts at index 1 and runs 19 steps from t = 900.
     """
     if not 0.0 < strength <= 1.0:
         raise InputError(f"strength must lie in (0, 1], got {strength}")
@@ -204,7 +204,7 @@ class DDIMScheduler:
         return alpha.sqrt().reshape(shape) * x0 + (1 - alpha).sqrt().reshape(shape) * noise
 
     def step(self, output: torch.Tensor, timestep: torch.Tensor | int, sample: torch.Tensor) -> DDIMStepOutput:
-        """One deterministic DDIM update from ``timestep`` to ``timestep - T // n`` (spec §5.4).
+        """One deterministic DDIM update from ``timestep`` to ``timestep - T // n``.
 
         (x0, ε) from the network's output (:func:`split_prediction`); x_prev = √ᾱ_prev·x0 + √(1 − ᾱ_prev)·ε,
         where ᾱ_prev is 1 past t = 0. output, sample: (B, C, H, W) -> :class:`DDIMStepOutput` of two

@@ -1,7 +1,6 @@
 """High-resolution and odd-shaped inputs: which part of the image the model sees, and at what scale.
 
-The student was trained at 512² (spec §5.7). Three strategies (IOPaint's names and defaults, anchors §2.3,
-§8.3):
+The student was trained at 512². Three strategies (IOPaint's names and defaults):
 
 * ``original``: the whole image at its own size (padded to the model's size multiple).
 * ``resize``: the whole image, downscaled so the long side is at most ``resize_limit``.

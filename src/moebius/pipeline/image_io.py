@@ -1,6 +1,6 @@
 """Images and masks in and out: decoding what users really have, validating it, writing results safely.
 
-Inputs accepted everywhere (issue 3): PIL images, numpy arrays (H, W), (H, W, 1|3|4) as uint8, uint16,
+Inputs accepted everywhere: PIL images, numpy arrays (H, W), (H, W, 1|3|4) as uint8, uint16,
 bool or float in [0, 1], and torch tensors (C, H, W) or (1, C, H, W) in [0, 1] (or uint8). Files are read
 with EXIF orientation applied; palette, grayscale, 16-bit and CMYK images become 8-bit RGB; an alpha
 channel is kept beside the RGB so the result can carry it again.

@@ -2,7 +2,7 @@
 
 Every draw is made on the CPU from a ``torch.Generator`` and then moved, so a seed gives the same noise on
 any device. Nothing touches torch's global generator (the official pipeline reseeds it to 0 on every
-call, spec §9 item 8).
+call).
 
 Two modes:
 

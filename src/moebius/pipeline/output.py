@@ -9,7 +9,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class InpaintMetadata:
-    """How one output image was made (issue 3: the preset is recorded in every output).
+    """How one output image was made (the preset is recorded in every output).
 
     ``seed`` is the seed of the generator the image's noise came from (``initial_seed()`` of a caller's
     generator). ``steps_run`` is what the strength leaves of ``num_inference_steps`` (19 of 20 at 0.99).

@@ -1,4 +1,4 @@
-"""MoebiusInpaintPipeline: image + mask in, inpainted image out (issue 3; anchors §3, §8.2).
+"""MoebiusInpaintPipeline: image + mask in, inpainted image out, shaped like a diffusers pipeline.
 
 The call vocabulary is diffusers' (``image``, ``mask_image``, ``num_inference_steps``, ``guidance_scale``,
 ``strength``, ``generator``, ``output_type``, ``callback_on_step_end``); white (255) in the mask means
@@ -66,7 +66,7 @@ class _Job:
 
 
 class MoebiusInpaintPipeline:
-    """Moebius inpainting: a latent-category U-Net, an AutoencoderKL and DDIM (spec §5).
+    """Moebius inpainting: a latent-category U-Net, an AutoencoderKL and DDIM.
 
     Args:
         unet: a :class:`~moebius.models.LatentCategoryDenoiser` (``load_official``/``create_model``).
@@ -143,8 +143,8 @@ class MoebiusInpaintPipeline:
             from ..models.fast import optimize_for_inference
 
             # Folded in float32, returned in each network's own device and dtype. In float32 the VAE keeps
-            # the reference algorithms: its channels-last, phase-split variant moved the official trace's
-            # posteriors by 3e-4 (tolerance 1e-4); in reduced precision that is far below the rounding.
+            # the reference algorithms: its channels-last, phase-split variant moves the official trace's
+            # posteriors by more than the parity tolerance; in reduced precision that is below the rounding.
             vae = self.vae if self.vae_dtype == torch.float32 else optimize_for_inference(self.vae)
             self._fast_models = SamplerModels(optimize_for_inference(self.unet), vae, self.dtype,
                                               channels_last=True, shared_cfg_input=True)
@@ -357,7 +357,7 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _official_tile(item: _Item, size: int) -> tuple[hd.Region, hd.Tile]:
-    """The official loader's geometry: image bicubic and mask nearest to size² (spec §5.2; a no-op at 512²).
+    """The official loader's geometry: image bicubic and mask nearest to size² (a no-op at 512²).
 
     The pipeline's own short-side-to-512, floor-to-64 Lanczos resize that follows is then the identity.
     """

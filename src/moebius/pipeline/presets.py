@@ -1,6 +1,6 @@
 """Inference presets: named, frozen bundles of every knob the inpainting pipeline reads.
 
-Two presets matter (issue 3; spec official-behaviour.md §5, §9):
+Two presets matter:
 
 * ``official`` reproduces the official ``infer_moebius`` pipeline step for step: a 512² square resize,
   20 DDIM steps at strength 0.99 (19 steps from t = 900, starting from the noised image latent), VAE

@@ -1,10 +1,10 @@
-"""The latent-space core of inpainting: encode, denoise with guidance, decode (spec §5.4).
+"""The latent-space core of inpainting: encode, denoise with guidance, decode.
 
 One call handles one group of equally sized tiles (the U-Net sees them as one batch, doubled for CFG).
 Every random tensor comes in from outside, already drawn (:mod:`moebius.pipeline.noise`), so this module
 is deterministic: the same inputs give the same outputs on the same device.
 
-Official order of operations, kept exactly for parity (parity README §6): posterior sample of the image
+Official order of operations, kept exactly for parity (tests/data/parity/README.md): posterior sample of the image
 (draw 1) and of the masked image (draw 2), both scaled by 0.13025; noise = draw 3 + 0.0357·draw 4; start
 latent = add_noise(image latent, noise, first timestep) unless strength is 1 (then pure noise); each step
 feeds [x | mask | masked latent] for [uncond (ids 10-19) × B, cond (ids 0-9) × B] and combines

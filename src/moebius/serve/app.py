@@ -1,4 +1,4 @@
-"""The FastAPI application: ``create_app(settings)`` or ``create_app(pipeline=...)`` (anchors §8.5).
+"""The FastAPI application: ``create_app(settings)`` or ``create_app(pipeline=...)``.
 
 The model is loaded in the lifespan, so importing this module or building the app loads no weights
 (tests inject a tiny pipeline instead). Routes live in :mod:`.routes` (native ``/v1``) and

@@ -1,5 +1,6 @@
 """A bounded micro-batching queue: concurrent requests of one size and one set of options become one
-pipeline call, so one U-Net forward per step serves several users (anchors §8.5; IOPaint has one global lock).
+pipeline call, so one U-Net forward per step serves several users
+(IOPaint serves one request at a time behind a global lock).
 
 One asyncio task owns the queue; the pipeline runs on one worker thread, so the model is never entered
 twice at once. While a batch runs, new requests wait in the queue and the compatible ones leave together

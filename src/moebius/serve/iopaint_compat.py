@@ -1,5 +1,5 @@
 """IOPaint's dialect: ``POST /api/v1/inpaint`` with a JSON body of base64 ``image``/``mask`` and IOPaint's
-option names (anchors §2.2, §8.5), answered with image bytes and ``X-Seed``, so IOPaint clients work unchanged.
+option names, answered with image bytes and ``X-Seed``, so IOPaint clients work unchanged.
 
 Mapping: ``hd_strategy`` Original/Resize/Crop -> original/resize/crop with its three size fields;
 ``sd_steps`` -> steps; ``sd_guidance_scale`` -> guidance (values below 1, which IOPaint allows, mean no CFG);
@@ -30,7 +30,7 @@ from .schemas import IOPaintInpaintRequest
 
 router = APIRouter()
 
-# What IOPaint's front-end sends when the user has not moved the slider (anchors §2.2).
+# What IOPaint's front-end sends when the user has not moved the slider.
 IOPAINT_UI_DEFAULTS = {"sd_steps": 50, "sd_guidance_scale": 7.5, "sd_strength": 1.0}
 
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=-]+)*;base64,", re.IGNORECASE)

@@ -1,7 +1,8 @@
-"""Pydantic models of the server's requests and responses, one per route (anchors §8.5).
+"""Pydantic models of the server's requests and responses, one per route.
 
 The native options are strict (``extra="forbid"``): a misspelled field is a 422 naming it, never a setting
-silently left at its default (IOPaint's web UI lost its HD settings to exactly that; anchors §2.3).
+silently left at its default (IOPaint's web UI lost its HD settings to exactly that: it sends misspelt
+size keys that IOPaint's server ignores).
 """
 
 from __future__ import annotations

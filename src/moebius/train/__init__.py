@@ -1,4 +1,4 @@
-"""Training: adaptive multi-granularity distillation of the Moebius student from PixelHacker (paper §2-3).
+"""Training: adaptive multi-granularity distillation of the Moebius student from PixelHacker.
 
 ``moebius.train.config`` holds the typed configuration, ``trainer`` the accelerate loop; ``losses``,
 ``elatentlpips``, ``optim``, ``ema``, ``masks`` and ``data`` are its parts. Nothing heavy is imported here:

@@ -97,7 +97,7 @@ def enable_gradient_checkpointing(model: nn.Module, block_types: tuple[type, ...
     """Recompute each block of the given types in the backward pass instead of storing its activations.
 
     The recomputation does not touch BatchNorm running statistics, so they are updated once per forward
-    (the released code updates them again on every recomputation; §9 item 15). Returns the block count.
+    (the released code updates them again on every recomputation). Returns the block count.
     """
     n = 0
     for module in model.modules():

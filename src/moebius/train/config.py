@@ -2,8 +2,8 @@
 
 Every knob of a run lives here; nothing else reads flags. An unknown key, a value of the wrong type or an
 out-of-range value is a :class:`~moebius.errors.ConfigError` that names the dotted key
-(``loss.adaptive.mode``). Defaults are the paper's distillation recipe (paper.md §3) with the loss
-multipliers of the released demo config (official-behaviour.md §6.1); ``configs/*.yaml`` spell out the
+(``loss.adaptive.mode``). Defaults are the paper's distillation recipe with the loss multipliers of
+the released demo config (docs/training.md, "The recipes"); ``configs/*.yaml`` spell out the
 variants.
 
 Typical use::
@@ -57,7 +57,7 @@ class ModelConfig:
     teacher_overrides: dict[str, Any] = field(default_factory=dict)
     teacher_weights: str | None = None  # official PixelHacker .bin or our folder; null = random (tests only)
     gradient_checkpointing: bool = False
-    # Batch statistics over all processes (official-behaviour.md §9 item 2); no effect on one process.
+    # Batch statistics over all processes (the released code keeps them per GPU); no effect on one process.
     sync_batchnorm: bool = True
 
 
@@ -73,7 +73,7 @@ class VAESettings:
 
 @dataclass
 class DataConfig:
-    """Datasets, masks and augmentations (official-behaviour.md §7)."""
+    """Datasets, masks and augmentations."""
 
     jsonl: list[str] = field(default_factory=list)  # official format, paths relative to each file
     image_dirs: list[str] = field(default_factory=list)  # plain folders: every image is a "background" item
@@ -96,7 +96,7 @@ class DataConfig:
 
 @dataclass
 class NoiseConfig:
-    """Forward process: timestep distribution and offset noise (official-behaviour.md §6.2 steps 4-6)."""
+    """Forward process: timestep distribution and offset noise."""
 
     timesteps: Literal["logit_normal", "uniform"] = "logit_normal"
     logit_mean: float = 0.0
@@ -130,12 +130,12 @@ class AdaptiveConfig:
 
 @dataclass
 class PerceptualConfig:
-    """E-LatentLPIPS between predicted clean latents (paper §2.1 item 4)."""
+    """E-LatentLPIPS between predicted clean latents."""
 
     weights: str | None = None  # the released sdxl_latest_vgg16_tuned.pth, or our .safetensors
     ensembling: bool = True  # random geometric augmentation, shared by both inputs
     add_l1: bool = True
-    # Quirks of the released code, off by default (official-behaviour.md §9 item 11):
+    # Quirks of the released code, off by default:
     official_double_scaling: bool = False  # multiply the (already scaled) latents by 0.13025 again
     official_x0_reference: bool = False  # reference x̂0 rebuilt from x_t and ε instead of the clean latent
 
@@ -156,13 +156,13 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    """Muon for matrices + AdamW for the rest (official-behaviour.md §6.3), learning-rate milestones."""
+    """Muon for matrices + AdamW for the rest, learning-rate milestones."""
 
     optimizer: Literal["muon_adamw", "adamw"] = "muon_adamw"
     lr: float = 2e-4
     weight_decay: float = 0.1
     # Weight decay of the AdamW group (biases, norms, embedding table, conv_in/conv_out). The released code
-    # uses 0.1 for everything (§9 item 17); 0 keeps the untrained CFG embeddings from shrinking.
+    # uses 0.1 for everything; 0 keeps the untrained CFG embeddings from shrinking.
     adamw_weight_decay: float = 0.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps: float = 1e-8

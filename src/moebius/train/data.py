@@ -1,6 +1,6 @@
 """Training data: the official jsonl format, plain image folders, and the official augmentations.
 
-Spec: official-behaviour.md §7. One item becomes ``{"image" (3, S, S) uint8, "mask" (1, S, S) uint8 in {0, 1}
+One item becomes ``{"image" (3, S, S) uint8, "mask" (1, S, S) uint8 in {0, 1}
 (1 = hole), "input_ids" (10,), "key" ()}``; :func:`training_tensors` turns a collated batch into the float
 image in [-1, 1], mask and masked image on the training device. Batches travel as bytes, a seventh of the
 float image + mask + masked image, through the loader's worker processes and the host-to-device copy.
@@ -11,7 +11,7 @@ the trainer (noise, timestep). A run's sample stream therefore does not depend o
 or workers, and resuming at step s continues the exact stream (:class:`KeySampler`).
 
 Two official quirks are fixed: a generated mask is drawn at the crop size after cropping (so its hole
-ratio is what the preset says, §9 item 16), and an object mask requested with no object masks available
+ratio is what the preset says), and an object mask requested with no object masks available
 is a config error at start-up instead of a crash mid-run.
 """
 
@@ -164,7 +164,7 @@ class InpaintingDataset(torch.utils.data.Dataset):
         return example
 
     def prepare(self, item: Item, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """Official ``_prepare_item`` + crop + flip + collate (§7.3), with the masks drawn after cropping."""
+        """Official ``_prepare_item`` + crop + flip + collate, with the masks drawn after cropping."""
         from PIL import Image
 
         c = self.config

@@ -1,7 +1,7 @@
 """E-LatentLPIPS: a learned perceptual distance computed directly on VAE latents.
 
-Kang et al., "Diffusion2GAN" (arXiv 2405.05967), used by Moebius as the latent perceptual loss (paper
-§2.1 item 4; official-behaviour.md §6.2). Written from the published description; the module tree gives
+Kang et al., "Diffusion2GAN" (arXiv 2405.05967), used by Moebius as the latent perceptual loss
+between predicted clean latents. Written from the published description; the module tree gives
 the released checkpoint's key names (``net.slice{1..5}.<index>.*``, ``lin{0..4}.model.1.weight``), so the
 released ``sdxl_latest_vgg16_tuned.pth`` loads strictly when a user has it. The weights cannot be
 downloaded here, and are CC-BY-NC licensed; nothing in this package ships them.

@@ -1,7 +1,7 @@
 """Exponential moving average of a model's whole state: parameters *and* BatchNorm statistics.
 
 The released code averages parameters only, and loading its EMA file resets every BatchNorm's running
-statistics to 0/1 (official-behaviour.md §6.4, §9 item 14). Here the shadow is a copy of the full
+statistics to 0/1. Here the shadow is a copy of the full
 ``state_dict``: floating tensors (weights, running means and variances) are averaged, integer ones
 (``num_batches_tracked``) copied, so the EMA is a complete model that ``save_model`` can write and
 ``load_official`` can read.

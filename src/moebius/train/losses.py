@@ -1,4 +1,4 @@
-"""The distillation losses and their gradient-norm weighting (paper §2; official-behaviour.md §6.2 steps 8-9).
+"""The distillation losses and their gradient-norm weighting (docs/training.md, "What one step does").
 
 Four losses, each a mean over every element, in float32:
 

@@ -1,13 +1,13 @@
 """Training masks: LaMa-style random strokes and boxes, object-shaped masks from folders, dilation.
 
-Spec: official-behaviour.md §7.4. Each call of a :class:`MaskGenerator` picks *one* kind (strokes or boxes,
+Each call of a :class:`MaskGenerator` picks *one* kind (strokes or boxes,
 with probabilities proportional to the preset's weights) and draws it with the caller's
 ``numpy.random.Generator``, so a mask is a pure function of the seed. Counts follow the official
 generator's integer ranges (upper bounds exclusive, so up to ``max_times + 1`` strokes). Strokes are
 capsules (round caps) drawn in NumPy; OpenCV is not needed.
 
 The thin presets work here: the official YAMLs carry a ``variants_n`` key its generator does not accept,
-so they crash as shipped (§9 item 16).
+so they crash as shipped.
 
 Masks are float32 (H, W) arrays, 1 = hole.
 """
@@ -57,7 +57,7 @@ class MaskPreset:
     boxes: BoxSpec | None
 
 
-# The official presets (LaMa's random_{thin,medium,thick}_{256,512}); spec §7.4 table.
+# The official presets (LaMa's random_{thin,medium,thick}_{256,512}).
 PRESETS: dict[str, MaskPreset] = {
     "thin_256": MaskPreset(256, StrokeSpec(1.0, 4, 50, 10, 4, 40), None),
     "thin_512": MaskPreset(512, StrokeSpec(1.0, 4, 70, 20, 4, 100), None),

@@ -1,6 +1,6 @@
 """Muon for the student's matrices, AdamW for everything else, and the learning-rate schedule.
 
-Spec: official-behaviour.md §6.3, paper.md §3. The split follows the released code: Muon takes every
+The split follows the released code: Muon takes every
 parameter with two or more dimensions whose name contains none of ``adamw_names`` (the embedding table,
 conv_in, conv_out); AdamW takes the rest (biases, norm affines, those three).
 
@@ -171,8 +171,8 @@ def split_parameters(model: nn.Module, adamw_names: list[str]) -> tuple[list[nn.
 
 
 def _fused(params: list[torch.Tensor]) -> bool | None:
-    """Use AdamW's fused kernel on CPU and CUDA. On CPU, torch's default is a loop of ~5 ops per parameter:
-    for the small teacher's 750 tensors that was 81 ms of a 525 ms step (32², batch 1), fused 32 ms."""
+    """Use AdamW's fused kernel on CPU and CUDA. On CPU, torch's default is a loop of ~5 ops per parameter,
+    which costs a small model a large share of its step (docs/experiments/speed-choices.md)."""
     return True if params and all(p.device.type in ("cpu", "cuda") for p in params) else None
 
 

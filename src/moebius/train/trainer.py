@@ -1,4 +1,4 @@
-"""The training loop: adaptive multi-granularity distillation on accelerate (paper §2-3; official-behaviour.md §6).
+"""The training loop: adaptive multi-granularity distillation on accelerate.
 
 One optimizer step, per process (``Trainer.train_step``):
 

@@ -1,7 +1,7 @@
 """Load official Moebius / PixelHacker checkpoints, strictly and safely.
 
 The official ``diffusion_pytorch_model.bin`` is a pickle of the whole wrapper's flat state_dict
-(``embedding_layer.weight`` + ``diff_model.*``; parity README §1). It is read with
+(``embedding_layer.weight`` + ``diff_model.*``, no config or optimizer state). It is read with
 ``torch.load(weights_only=True)``, which refuses any pickle that would run code.
 """
 

@@ -1,7 +1,8 @@
 """How much an autoencoder costs an inpainting model before the model does anything: a classical fill passed
 through the autoencoder, on the photo benchmark, next to the fill itself.
 
-    python bench/autoencoder_ceiling.py runs/small/kl/autoencoder/autoencoder --fill telea --resolution 256
+    python docs/experiments/scripts/autoencoder_ceiling.py runs/small/kl/autoencoder/autoencoder \\
+        --fill telea --resolution 256
 
 For each autoencoder the fill is encoded to its posterior mean, decoded, and pasted back the way the pipeline
 pastes (every pixel outside the hole and its feather band kept; the default preset's feather radius). A
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from autoencoder_recon import reconstruct  # bench/ is on sys.path when a bench script runs
+from autoencoder_recon import reconstruct  # this folder is on sys.path when one of its scripts runs
 from moebius.errors import MoebiusError
 from moebius.eval.baselines import describe, get_method
 from moebius.eval.masks import mask_source

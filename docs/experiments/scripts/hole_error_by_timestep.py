@@ -1,6 +1,7 @@
 """How well a denoiser recovers the hole at each noise level, against simply copying the masked-image latent.
 
-    python bench/hole_error_by_timestep.py runs/small/kl/distill/pipeline runs/small/kl/plain/pipeline
+    python docs/experiments/scripts/hole_error_by_timestep.py runs/small/kl/distill/pipeline \\
+        runs/small/kl/plain/pipeline
 
 For held-out photos (256² by default) with LaMa ``medium_256`` masks, each pipeline folder's U-Net sees the training
 input [x_t | mask | z_masked] at several timesteps t (one fixed noise draw per photo), and the script

@@ -1,6 +1,7 @@
 """Reconstruction quality of autoencoders on the held-out photos (the photo benchmark's eval split).
 
-    python bench/autoencoder_recon.py runs/small/kl/autoencoder/autoencoder runs/small/s2d/autoencoder/autoencoder
+    python docs/experiments/scripts/autoencoder_recon.py runs/small/kl/autoencoder/autoencoder \\
+        runs/small/s2d/autoencoder/autoencoder
 
 Each photo is loaded as the photo benchmark loads it (EXIF orientation, center square, Lanczos to ``--size``²), encoded to the
 posterior mean and decoded; PSNR and SSIM are over the whole image, against the input. Prints one markdown

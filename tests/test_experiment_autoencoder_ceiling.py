@@ -1,4 +1,4 @@
-"""bench/autoencoder_ceiling.py: a classical fill through an autoencoder, pasted back like the pipeline."""
+"""docs/experiments/scripts/autoencoder_ceiling.py: a classical fill through an autoencoder, pasted back."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench_scripts import load_bench
+from bench_scripts import load_experiment
 
 pytest.importorskip("cv2")
 
@@ -27,7 +27,8 @@ def photo_and_mask(size: int = 64) -> tuple[Image.Image, Image.Image, np.ndarray
 
 def test_a_lossless_autoencoder_scores_exactly_the_fill():
     image, mask, _ = photo_and_mask()
-    inpaint = load_bench("autoencoder_ceiling").round_trip_fill("telea", SpaceToDepth(SpaceToDepthConfig(factor=4)), feather=3.0)
+    s2d = SpaceToDepth(SpaceToDepthConfig(factor=4))
+    inpaint = load_experiment("autoencoder_ceiling").round_trip_fill("telea", s2d, feather=3.0)
     assert np.array_equal(np.asarray(inpaint(image, mask)), np.asarray(get_method("telea")(image, mask)))
 
 
@@ -35,7 +36,7 @@ def test_a_lossy_autoencoder_changes_the_hole_and_keeps_the_rest():
     image, mask, hole = photo_and_mask()
     torch.manual_seed(0)
     vae = AutoencoderKL(VAEConfig(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4)).eval()
-    out = np.asarray(load_bench("autoencoder_ceiling").round_trip_fill("telea", vae, feather=3.0)(image, mask))
+    out = np.asarray(load_experiment("autoencoder_ceiling").round_trip_fill("telea", vae, feather=3.0)(image, mask))
     telea = np.asarray(get_method("telea")(image, mask))
     far = np.ones_like(hole)
     far[12:48, 8:52] = False  # the hole grown by more than the feather band's reach
