@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from moebius.cli._batch_inputs import remove_leftover_temp_files
 from moebius.pipeline.pipeline import MoebiusInpaintPipeline
 from test_cli_inpaint import _batch, _one_line_error, _save
 from test_pipeline import scene, tiny_pipeline
@@ -118,6 +119,21 @@ def test_a_killed_run_resumes_to_exactly_one_result_per_input(tmp_path, weights,
     assert seeds == [0, 1, 2]  # as one uninterrupted run would have numbered them
 
 
+def test_only_temp_files_of_this_runs_outputs_are_removed(tmp_path):
+    out = tmp_path / "out"
+    ours = [".a.k3x_9qzm.png", ".a.png.0f1e2d3c.tmp", ".x.v2.abcdefgh.png"]  # mkstemp style, hex style
+    others = [".a.png.notes", ".b.png.0f1e2d3c.tmp", ".a.abcdefgh.jpg", "a.abcdefgh.png", ".a.abc.png"]
+    out.mkdir()
+    for name in ours + others:
+        (out / name).write_bytes(b"half a file")
+    remove_leftover_temp_files([out / "a.png", out / "x.v2.png", out / "sub" / "c.png"], keep=set())
+    assert _files(out) == sorted(others)
+    keep = {(out / ".x.v2.abcdefgh.png").resolve()}  # a file given as an input is never deleted
+    (out / ".x.v2.abcdefgh.png").write_bytes(b"an input")
+    remove_leftover_temp_files([out / "x.v2.png"], keep=keep)
+    assert (out / ".x.v2.abcdefgh.png").exists()
+
+
 def test_ranks_run_one_after_the_other_share_the_work_with_output_inside_the_tree(tmp_path, weights, capsys,
                                                                                   monkeypatch):
     tree = tmp_path / "tree"
@@ -141,7 +157,8 @@ def test_a_file_name_with_a_newline_stays_on_one_report_line(tmp_path, weights, 
     _photos(masks, "a.png", "bad\nfile.png")
     assert _batch(images, masks, out, weights) == 1
     captured = capsys.readouterr()
-    assert captured.out.count("\n") == 1 and "1 written, 0 skipped (already there), 2 failed of 3 images" in captured.out
+    assert captured.out.count("\n") == 1
+    assert "1 written, 0 skipped (already there), 2 failed of 3 images" in captured.out
     lines = captured.err.splitlines()
     assert len(lines) == 2 and all(line.startswith("failed: ") for line in lines), captured.err
     assert any("bad\\nfile.png: " in line and "cannot read" in line for line in lines), lines

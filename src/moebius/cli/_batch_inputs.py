@@ -22,9 +22,11 @@ from ..errors import InputError
 from ..image_files import IMAGE_SUFFIXES
 
 _MASK_SUFFIX = "_mask"
-# save_image writes through tempfile.mkstemp(prefix=".<stem>.", suffix=<ext>): 8 random characters from
-# this alphabet between them. A process killed mid-write (SIGKILL) leaves that file behind.
-_TEMP_NAME = re.compile(r"\.(?P<stem>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^.]+)", re.DOTALL)
+# The hidden temp file save_image writes before renaming it to <name> = <stem><ext>, which a process killed
+# mid-write (SIGKILL) leaves behind: ".<stem>.XXXXXXXX<ext>" from tempfile.mkstemp (8 characters of its
+# alphabet), or ".<name>.<8 hex digits>.tmp" from an atomic writer that names its temp files that way.
+_TEMP_NAMES = (re.compile(r"\.(?P<stem>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^.]+)", re.DOTALL),
+               re.compile(r"\.(?P<stem>.+)()\.[0-9a-f]{8}\.tmp", re.DOTALL))
 
 
 @dataclass
@@ -126,18 +128,22 @@ def find_pairs(images: Path, masks: Path, output: Path, fmt: str, recursive: boo
     return pairs
 
 
+def _temp_file_targets(name: str) -> set[str]:
+    """The names of the files that the temp file ``name`` may have been written for (none if not one)."""
+    return {m.group(1) + m.group(2) for m in (p.fullmatch(name) for p in _TEMP_NAMES) if m}
+
+
 def remove_leftover_temp_files(outputs: list[Path], keep: set[Path]) -> None:
     """Delete the temp files a killed run left beside these outputs (never a path in ``keep``)."""
-    wanted: dict[Path, set[tuple[str, str]]] = {}
+    wanted: dict[Path, set[str]] = {}
     for path in outputs:
-        wanted.setdefault(path.parent, set()).add((path.stem, path.suffix))
+        wanted.setdefault(path.parent, set()).add(path.name)
     for folder, names in wanted.items():
         try:
             entries = [e for e in os.scandir(folder) if e.name.startswith(".") and e.is_file(follow_symlinks=False)]
         except (FileNotFoundError, NotADirectoryError):
             continue
         for entry in entries:
-            match = _TEMP_NAME.fullmatch(entry.name)
             path = folder / entry.name
-            if match and (match["stem"], match["suffix"]) in names and path.resolve() not in keep:
+            if _temp_file_targets(entry.name) & names and path.resolve() not in keep:
                 path.unlink(missing_ok=True)
