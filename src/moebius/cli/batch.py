@@ -1,14 +1,15 @@
 """``moebius batch --images DIR --masks DIR_OR_FILE --output DIR``: inpaint a folder.
 
 * Images pair with masks by file stem (``a.jpg`` with ``a.png``, or ``a_mask.png``); a single mask file
-  applies to every image. (The official loader pairs by sorted position.)
-* The output of ``<images>/<sub>/a.jpg`` is ``<output>/<sub>/a.<ext>``, a pure function of the image list,
+  applies to every image. (The official loader pairs by sorted position, which mispairs
+  folders whose names do not sort alike.)
+* The output of ``<images>/<sub>/a.jpg`` is ``<output>/<sub>/a.<ext>``, from the image's path alone,
   so that ``--skip-existing`` resumes any interrupted run (killed ones too) with exactly one result per
   input. Two images with the same output name (``a.png`` and ``a.jpg``, compared ignoring case) refuse the
   run up front, naming both; so does an ``--output`` that is, or contains, the images or masks folder. An
   output folder inside them is never read as input.
-* Each output is written atomically (temp file + rename); a temp file left by a killed run is removed when
-  a rerun reaches its output; an output that would replace an input is refused.
+* Each output is written atomically (temp file + rename); a rerun first deletes the temp files a killed
+  run left beside its outputs; an output that would replace an input is refused.
 * An image that cannot be read, inpainted (out of memory included) or written is reported on one line
   (unprintable characters of names escaped) and skipped; a failed ``--batch-size`` batch is retried image
   by image. A summary follows; the exit status is 1 if anything failed. Ctrl-C stops the run.
