@@ -206,3 +206,18 @@ def test_ctrl_c_still_stops_the_run(three_photos, weights, capsys, monkeypatch):
     assert _batch(images, masks, out, weights) == 130
     assert "interrupted" in capsys.readouterr().err
     assert _files(out) == ["a.png"]  # c.png never started
+
+
+def test_a_failure_line_is_printed_above_the_progress_bar():
+    import io
+
+    from moebius.pipeline._progress import ProgressBar
+
+    stream = io.StringIO()
+    bar = ProgressBar(3, "batch", True, stream)
+    bar.update()
+    bar.write("failed: a.png: reason")
+    bar.update()  # redrawn at once below the line
+    lines = stream.getvalue().split("\n")
+    assert lines[0].endswith("\r\x1b[Kfailed: a.png: reason") and lines[0].startswith("\rbatch |")
+    assert lines[1].startswith("\rbatch |") and "2/3" in lines[1]
