@@ -203,9 +203,12 @@ def test_batch_never_overwrites_an_input(tmp_path, weights, capsys):
     images = tmp_path / "data"
     _save(images / "x.png", scene()[0])
     _save(images / "x_mask.png", scene()[1])
-    assert _batch(images, images, images, weights) == 1  # output would replace x.png
+    _one_line_error(capsys, _batch(images, images, images, weights), "is the --images folder")
+    mask = _save(tmp_path / "out" / "x.png", scene()[1])  # one mask for all, where x.png's result would go
+    assert _batch(images, mask, tmp_path / "out", weights) == 1
     assert "would overwrite an input" in capsys.readouterr().err
     assert np.array_equal(np.asarray(Image.open(images / "x.png")), scene()[0])
+    assert np.array_equal(np.asarray(Image.open(mask)), scene()[1])
 
 
 def test_batch_bad_folders_are_one_line_errors(tmp_path, weights, capsys):

@@ -36,6 +36,13 @@ class ProgressBar:
         self.stream.write(line)
         self.stream.flush()
 
+    def write(self, line: str) -> None:
+        """Print ``line`` on the stream above the bar (cleared first when drawn; redrawn on the next update)."""
+        clear = "\r\x1b[K" if self.enabled and self._last_draw else ""
+        self.stream.write(f"{clear}{line}\n")
+        self.stream.flush()
+        self._last_draw = 0.0
+
     def close(self) -> None:
         if self.enabled and self.count:
             self.stream.write("\n")
