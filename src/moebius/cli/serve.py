@@ -56,7 +56,7 @@ def settings_from_args(args: argparse.Namespace):
     try:
         from ..serve.app import ServeSettings
     except ImportError as exc:
-        raise ConfigError(f"moebius serve needs the serve extra: pip install 'moebius[serve]' ({exc.name} missing)") \
+        raise ConfigError(f"moebius serve needs the serve extra: pip install 'moebius-inpaint[serve]' ({exc.name} missing)") \
             from None
     if not 0 < args.port < 65536:
         raise InputError(f"--port must lie in 1..65535, got {args.port}")
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
     except ImportError:
-        raise ConfigError("moebius serve needs uvicorn: pip install 'moebius[serve]'") from None
+        raise ConfigError("moebius serve needs uvicorn: pip install 'moebius-inpaint[serve]'") from None
     from ..serve.app import _load, create_app
 
     pipeline = _load(settings)  # fail on bad weights before binding the port
