@@ -135,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         desc = f"batch (rank {rank}/{world})" if world > 1 else "batch"
         enabled = not args.quiet and sys.stderr.isatty()
         with ProgressBar(len(todo), desc, enabled) as bar:
+            pipe.set_progress_bar_config(disable=not enabled, parent=bar)  # the step count joins this line
             for start in range(0, len(todo), args.batch_size):
                 chunk = todo[start:start + args.batch_size]
                 written += _process(pipe, chunk, args, failures)

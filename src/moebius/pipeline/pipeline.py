@@ -92,6 +92,7 @@ class MoebiusInpaintPipeline:
         self._fast_models: SamplerModels | None = None
         self._progress_enabled: bool | None = None  # None: only when stderr is a terminal
         self._progress_stream: TextIO | None = None
+        self._progress_parent: ProgressBar | None = None
 
     # ------------------------------------------------------------------------------------------------
     # Loading, saving, devices
@@ -130,10 +131,13 @@ class MoebiusInpaintPipeline:
     def dtype(self) -> torch.dtype:
         return next(self.unet.parameters()).dtype
 
-    def set_progress_bar_config(self, disable: bool | None = None, stream: TextIO | None = None) -> None:
-        """``disable=True`` hides the per-step progress bar; by default it shows when stderr is a terminal."""
+    def set_progress_bar_config(self, disable: bool | None = None, stream: TextIO | None = None,
+                                parent: ProgressBar | None = None) -> None:
+        """``disable=True`` hides the per-step progress bar; by default it shows when stderr is a terminal.
+        ``parent``: an outer bar (e.g. a batch's) whose line the per-step count joins instead of its own."""
         self._progress_enabled = None if disable is None else not disable
         self._progress_stream = stream
+        self._progress_parent = parent
 
     def _models(self) -> SamplerModels:
         student = getattr(self.unet.config, "family", None) == "moebius"
@@ -289,8 +293,10 @@ class MoebiusInpaintPipeline:
             return []
         models, device = self._models(), self.device
         factor, latent_channels = self.vae.config.downsample_factor, self.vae.config.latent_channels
-        enabled = self._progress_enabled if self._progress_enabled is not None else sys.stderr.isatty()
-        with ProgressBar(steps_run * len(groups), "inpainting", enabled, self._progress_stream) as bar:
+        parent = self._progress_parent
+        enabled = self._progress_enabled if self._progress_enabled is not None else (
+            parent.enabled if parent is not None else sys.stderr.isatty())
+        with ProgressBar(steps_run * len(groups), "inpainting", enabled, self._progress_stream, parent=parent) as bar:
             for g, ((height, width), members) in enumerate(groups.items()):
                 rgb = np.stack([self._start_pixels(jobs[j].tile, settings) for j in members])  # (B, h, w, 3) uint8
                 # uint8/255*2-1 in float64, then float32: the official preprocessing's exact values.
