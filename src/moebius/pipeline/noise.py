@@ -1,7 +1,7 @@
 """Where the randomness of an inpainting call comes from: seeds, generators, or explicit tensors.
 
-Every draw is made on the CPU from a ``torch.Generator`` and then moved, so a seed gives the same noise on
-any device. Nothing touches torch's global generator (the official pipeline reseeds it to 0 on every
+Every draw is made from a ``torch.Generator`` on that generator's device and kept on the CPU until used;
+the generators made from seeds live on the CPU, so a seed gives the same noise on any device. Nothing touches torch's global generator (the official pipeline reseeds it to 0 on every
 call, spec §9 item 8).
 
 Two modes:
@@ -80,6 +80,11 @@ def resolve_generators(count: int, seed: int | Sequence[int] | None,
     return [torch.Generator("cpu").manual_seed(s) for s in seeds], seeds
 
 
+def _randn(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Standard-normal float32 draws from ``generator`` on its own device (a CUDA one included), on the CPU."""
+    return torch.randn(shape, generator=generator, device=generator.device).cpu()
+
+
 class NoiseSource:
     """Hands each tile group the random tensors named in ``names`` (see :func:`sampler.draws_needed`)."""
 
@@ -99,7 +104,7 @@ class NoiseSource:
             return
         gen = self._generators[image]
         self._per_tile[tile] = {
-            name: torch.randn((1, *self._shape(name, latent_shape)), generator=gen)
+            name: _randn((1, *self._shape(name, latent_shape)), gen)
             for name in self._names if self._explicit.get(name) is None
         }
 
@@ -112,7 +117,7 @@ class NoiseSource:
             if given is not None:
                 out[name] = self._rows(name, given, tiles, shape)
             elif isinstance(self._generators, torch.Generator):
-                out[name] = torch.randn((len(tiles), *shape), generator=self._generators)
+                out[name] = _randn((len(tiles), *shape), self._generators)
             else:
                 out[name] = torch.cat([self._per_tile[t][name] for t in tiles])
         return out
