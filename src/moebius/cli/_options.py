@@ -18,12 +18,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--weights", metavar="DIR",
                        help="weights folder: official layout (<DIR>/<variant>/diffusion_pytorch_model.bin + <DIR>/vae/) "
-                            "or one written by save_pretrained, or hustvl/Moebius for the hub "
+                            "or one written by save_pretrained, or a hub id owner/name such as hustvl/Moebius "
                             "(default: $MOEBIUS_HOME or ~/.cache/moebius, else the small model bundled with moebius)")
     group.add_argument("--variant", choices=VARIANTS, help="official checkpoint (default: ft_places2 if present)")
     group.add_argument("--vae", metavar="DIR", help="VAE folder, if not <weights>/vae")
     group.add_argument("--local-files-only", action="store_true",
-                       help="with --weights hustvl/Moebius: use the cached download only, never the network")
+                       help="with a hub id as --weights: use the cached download only, never the network")
     group.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     group.add_argument("--dtype", default="float32", choices=DTYPES, help="network precision (default float32; float16 on CUDA/MPS only)")
     group.add_argument("--no-fast", action="store_true", help="run the reference U-Net instead of the fast path")
