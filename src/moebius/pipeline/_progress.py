@@ -50,14 +50,15 @@ class ProgressBar:
         return (f"{self.desc} |{'#' * filled}{' ' * (self.width - filled)}| {self.count}/{self.total} "
                 f"[{_clock(elapsed)}<{_clock(eta)}]")
 
-    def _draw(self, now: float) -> None:
-        line, outermost = self.text(now), self._outermost()
-        self.stream.write("\r" + line.ljust(outermost._line_length))  # blanks what a longer line left
-        self.stream.flush()
-        outermost._line_length = len(line)
-
     def _outermost(self) -> ProgressBar:
         return self if self.parent is None else self.parent._outermost()
+
+    def _draw(self, now: float) -> None:
+        text, outermost = self.text(now), self._outermost()
+        line = "\r" + text.ljust(outermost._line_length)  # blanks what a longer line left
+        outermost._line_length = len(text)
+        self.stream.write(line)
+        self.stream.flush()
 
     def close(self) -> None:
         if self.enabled and self.count and self.parent is None:
