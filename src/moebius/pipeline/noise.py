@@ -1,7 +1,7 @@
 """Where the randomness of an inpainting call comes from: seeds, generators, or explicit tensors.
 
-Every draw is made from a ``torch.Generator`` on that generator's device and kept on the CPU until used;
-the generators made from seeds live on the CPU, so a seed gives the same noise on any device. Nothing touches torch's global generator (the official pipeline reseeds it to 0 on every
+Every draw is made on the CPU from a ``torch.Generator`` and then moved, so a seed gives the same noise on
+any device. Nothing touches torch's global generator (the official pipeline reseeds it to 0 on every
 call, spec §9 item 8).
 
 Two modes:
@@ -14,6 +14,7 @@ Two modes:
   what the official pipeline does with torch's global generator.
 
 :class:`NoiseDraws` replaces any of those draws with given tensors, e.g. the recorded draws of a trace.
+A caller's generator on another device (CUDA) draws there instead; its draws come to the CPU like the rest.
 """
 
 from __future__ import annotations
