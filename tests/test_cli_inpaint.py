@@ -99,6 +99,13 @@ def test_user_errors_are_one_line(tmp_path, pair, weights, capsys):
     assert main(["inpaint", str(pair[0]), str(small), "-o", str(tmp_path / "ok.png"), *w, "--resize-mask"]) == 0
 
 
+def test_float16_is_refused_on_the_cpu_before_loading(tmp_path, pair, capsys):
+    code = main(["inpaint", str(pair[0]), str(pair[1]), "-o", str(tmp_path / "o.png"), "--weights",
+                 str(tmp_path / "no-weights-needed"), "--device", "cpu", "--dtype", "float16", *FAST])
+    _one_line_error(capsys, code, "--dtype float16 is for CUDA and MPS")
+    assert not (tmp_path / "o.png").exists()
+
+
 def test_the_bundled_example_inpaints(tmp_path, weights):
     examples = Path(__file__).resolve().parents[1] / "examples"
     out = tmp_path / "coffee.png"
@@ -197,6 +204,40 @@ def test_batch_single_mask_for_all_and_batched_equals_single(tmp_path, weights):
         a = np.asarray(Image.open(tmp_path / "one" / name)).astype(int)
         b = np.asarray(Image.open(tmp_path / "three" / name)).astype(int)
         assert np.abs(a - b).max() <= 1
+
+
+class _Terminal:
+    """A stand-in for stderr that says it is a terminal and records what was written."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_batch_bar_and_step_bar_share_one_line(tmp_path, weights, monkeypatch):
+    images = tmp_path / "images"
+    for seed in range(2):
+        _save(images / f"img{seed}.png", scene(seed=seed)[0])
+    mask = _save(tmp_path / "mask.png", scene()[1])
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["batch", "--images", str(images), "--masks", str(mask), "--output", str(tmp_path / "out"),
+                 "--weights", str(weights), "--steps", "2"]) == 0
+    lines = "".join(terminal.parts).split("\r")
+    drawn = [line.rstrip() for line in lines if line.strip()]
+    # Every redraw is the batch bar, the step count riding on it; a lone step bar never takes the line.
+    assert drawn and all(line.startswith("batch |") for line in drawn), drawn
+    assert any(line.endswith("inpainting 2/2") for line in drawn) and drawn[-1].endswith("<00:00]")
+    assert "".join(terminal.parts).endswith("\n") and "".join(terminal.parts).count("\n") == 1
 
 
 def test_batch_never_overwrites_an_input(tmp_path, weights, capsys):

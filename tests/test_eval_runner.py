@@ -255,8 +255,17 @@ def test_cli_scores_a_predictions_folder(dataset, capsys):
     assert report["config"]["bins"] == "comodgan" and len(report["summary"]["bins"]) == 5
 
 
+def test_cli_limit_applies_to_the_pairs_of_a_predictions_folder(dataset):
+    out = dataset / "out"
+    assert _cli(["--images", str(dataset / "images"), "--masks", str(dataset / "masks"), "--predictions",
+                 str(dataset / "preds"), "--metrics", "psnr,l1", "--limit", "2", "-o", str(out), "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [row["name"] for row in report["per_image"]] == ["im0", "im1"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--images", "x", "--method", "telea"], "--output"),
+    (["--images", "x", "-o", "o", "--limit", "0"], "--limit must be at least 1"),
     (["--images", "x", "--photos", "-o", "o"], "exactly one"),
     (["--images", "x", "-o", "o", "--masks", "m"], "--predictions DIR or --method"),
     (["--images", "x", "-o", "o", "--masks", "m", "--predictions", "p", "--method", "telea"], "either"),

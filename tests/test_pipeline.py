@@ -299,11 +299,59 @@ def test_callback_and_intermediates(pipe):
     image, mask = scene()
     seen = []
     record: dict[str, torch.Tensor] = {}
-    run(pipe, image, mask, num_inference_steps=3, callback_on_step_end=lambda info: seen.append(info.timestep),
-        intermediates=record)
-    assert seen == [666, 333, 0]
+
+    def callback(p, step, timestep, callback_kwargs):  # diffusers' signature
+        info = callback_kwargs["step_info"]
+        seen.append((p is pipe, step, timestep, info.num_steps, callback_kwargs["latents"].shape))
+        return callback_kwargs
+
+    run(pipe, image, mask, num_inference_steps=3, callback_on_step_end=callback, intermediates=record)
+    assert seen == [(True, i, t, 3, (1, 4, 8, 12)) for i, t in enumerate((666, 333, 0))]
     assert {"masked_image_latents", "mask_latent", "latents_init", "step02_eps_cfg", "decoded_01_before_paste"} <= set(record)
     assert record["mask_latent"].shape == (1, 1, 8, 12)  # 64 x 96 px / 8
+
+
+def test_latents_returned_by_the_step_callback_are_continued_from(pipe):
+    image, mask = scene()
+    plain = run(pipe, image, mask).images[0]
+    unchanged = run(pipe, image, mask, callback_on_step_end=lambda p, i, t, kw: kw).images[0]
+    assert np.array_equal(unchanged, plain)
+
+    def zero_latents(p, step, timestep, callback_kwargs):
+        return {"latents": torch.zeros_like(callback_kwargs["latents"])}
+
+    zeroed = run(pipe, image, mask, callback_on_step_end=zero_latents).images[0]
+    assert not np.array_equal(zeroed, plain)
+    assert np.array_equal(zeroed, run(pipe, image, mask, seed=1, callback_on_step_end=zero_latents).images[0])
+    with pytest.raises(InputError, match="noise_pred"):
+        run(pipe, image, mask, callback_on_step_end=lambda *a: None, callback_on_step_end_tensor_inputs=["noise_pred"])
+
+
+def test_pil_output_carries_the_inputs_exif_and_colour_profile(pipe, tmp_path):
+    from PIL import ImageCms
+
+    image, mask = scene()
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "moebius test camera"  # Make
+    Image.fromarray(image).save(tmp_path / "photo.jpg", exif=exif, icc_profile=icc, quality=95)
+    out = pipe(tmp_path / "photo.jpg", mask, num_inference_steps=STEPS, seed=0).images[0]
+    assert out.info["icc_profile"] == icc and out.getexif()[0x010F] == "moebius test camera"
+    out.save(tmp_path / "out.png")
+    assert Image.open(tmp_path / "out.png").info["icc_profile"] == icc
+    bare = pipe(image, mask, num_inference_steps=STEPS, seed=0).images[0]
+    assert "exif" not in bare.info and "icc_profile" not in bare.info
+
+
+def test_a_generator_on_the_cpu_or_the_gpu_is_accepted(pipe):
+    image, mask = scene()
+    on_cpu = run(pipe, image, mask, seed=None, generator=torch.Generator("cpu").manual_seed(0)).images[0]
+    assert np.array_equal(on_cpu, run(pipe, image, mask, seed=None, generator=torch.Generator().manual_seed(0)).images[0])
+    if torch.cuda.is_available():  # the draws are made on the generator's device, then moved to the CPU
+        gpu = [run(pipe, image, mask, seed=None, generator=[torch.Generator("cuda").manual_seed(0)]).images[0]
+               for _ in range(2)]
+        assert np.array_equal(gpu[0], gpu[1])
+        assert not np.array_equal(gpu[0], on_cpu)
 
 
 def test_progress_bar_can_be_shown_and_hidden():
@@ -463,6 +511,46 @@ def test_missing_weights_say_which_files_go_where(tmp_path):
         MoebiusInpaintPipeline.from_pretrained(tmp_path, variant="ft_ffhq")
     with pytest.raises(CheckpointError, match="VAE missing"):
         MoebiusInpaintPipeline.from_pretrained(tmp_path, variant="pretrained")
+
+
+def test_torch_dtype_is_accepted_beside_dtype(tmp_path, pipe):
+    folder = pipe.save_pretrained(tmp_path / "pipe")
+    assert MoebiusInpaintPipeline.from_pretrained(folder, torch_dtype=torch.bfloat16).dtype == torch.bfloat16
+    both = MoebiusInpaintPipeline.from_pretrained(folder, dtype=torch.bfloat16, torch_dtype=torch.bfloat16)
+    assert both.dtype == torch.bfloat16
+    with pytest.raises(InputError, match="disagree"):
+        MoebiusInpaintPipeline.from_pretrained(folder, dtype=torch.float32, torch_dtype=torch.bfloat16)
+
+
+def test_any_owner_name_is_a_hub_id_unless_such_a_folder_exists(tmp_path, monkeypatch, pipe):
+    import importlib.machinery
+    import sys
+    import types
+
+    calls = []
+    snapshot = pipe.save_pretrained(tmp_path / "hub-cache" / "snapshot")
+
+    def snapshot_download(repo_id, local_files_only=False):
+        calls.append((repo_id, local_files_only))
+        return str(snapshot)
+
+    fake = types.ModuleType("huggingface_hub")
+    fake.__spec__ = importlib.machinery.ModuleSpec("huggingface_hub", None)
+    fake.snapshot_download = snapshot_download
+    monkeypatch.setitem(sys.modules, "huggingface_hub", fake)
+    monkeypatch.chdir(tmp_path)
+    loaded = MoebiusInpaintPipeline.from_pretrained("someone/moebius-finetune", local_files_only=True)
+    assert calls == [("someone/moebius-finetune", True)]
+    image, mask = scene()
+    loaded.set_progress_bar_config(disable=True)
+    assert np.array_equal(run(loaded, image, mask).images[0], run(pipe, image, mask).images[0])
+
+    pipe.save_pretrained(tmp_path / "someone" / "local")
+    MoebiusInpaintPipeline.from_pretrained("someone/local")  # a folder of that name wins
+    assert len(calls) == 1
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not installed
+    with pytest.raises(CheckpointError, match=r"someone/other: no such local folder.*huggingface_hub"):
+        MoebiusInpaintPipeline.from_pretrained("someone/other")
 
 
 def test_hub_id_downloads_into_the_cache_once(tmp_path, monkeypatch, pipe):

@@ -50,6 +50,7 @@ def test_without_weights_serves_the_bundled_model(tmp_path, monkeypatch):
     (("--weights", "/nonexistent/moebius"), "no such folder"),
     (("--weights", ".", "--port", "70000"), "--port"),
     (("--weights", ".", "--max-queue", "0"), "--max-queue"),
+    (("--weights", ".", "--device", "cpu", "--dtype", "float16"), "float16 is for CUDA and MPS"),
 ])
 def test_user_mistakes(argv, words):
     with pytest.raises(MoebiusError, match=words):

@@ -18,14 +18,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--weights", metavar="DIR",
                        help="weights folder: official layout (<DIR>/<variant>/diffusion_pytorch_model.bin + <DIR>/vae/) "
-                            "or one written by save_pretrained, or hustvl/Moebius for the hub "
+                            "or one written by save_pretrained, or a hub id owner/name such as hustvl/Moebius "
                             "(default: $MOEBIUS_HOME or ~/.cache/moebius, else the small model bundled with moebius)")
     group.add_argument("--variant", choices=VARIANTS, help="official checkpoint (default: ft_places2 if present)")
     group.add_argument("--vae", metavar="DIR", help="VAE folder, if not <weights>/vae")
     group.add_argument("--local-files-only", action="store_true",
-                       help="with --weights hustvl/Moebius: use the cached download only, never the network")
+                       help="with a hub id as --weights: use the cached download only, never the network")
     group.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
-    group.add_argument("--dtype", default="float32", choices=DTYPES, help="network precision (default float32)")
+    group.add_argument("--dtype", default="float32", choices=DTYPES, help="network precision (default float32; float16 on CUDA/MPS only)")
     group.add_argument("--no-fast", action="store_true", help="run the reference U-Net instead of the fast path")
 
 
@@ -81,6 +81,14 @@ def resolve_device(name: str) -> str:
     return "cpu"
 
 
+def check_dtype(device: str, dtype: str) -> None:
+    """Refuse float16 on the CPU (``moebius doctor`` lists it for CUDA and MPS only) with a one-line InputError."""
+    from ..errors import InputError
+
+    if dtype == "float16" and device.split(":")[0] == "cpu":
+        raise InputError("--dtype float16 is for CUDA and MPS; on the CPU use float32 or bfloat16")
+
+
 def choose_weights(weights: str | None) -> str:
     """What to load: ``--weights`` when given; else the official weights folder ($MOEBIUS_HOME or
     ~/.cache/moebius) when it holds weights; else the small model bundled with the package, said once on
@@ -109,10 +117,11 @@ def load_pipeline(args: argparse.Namespace) -> Any:
     from ..errors import InputError
     from ..pipeline.pipeline import MoebiusInpaintPipeline
 
+    device = resolve_device(args.device)
+    check_dtype(device, args.dtype)
     weights = choose_weights(args.weights)
     pipe = MoebiusInpaintPipeline.from_pretrained(weights, variant=args.variant, vae=args.vae, fast=not args.no_fast,
                                                   local_files_only=args.local_files_only)
-    device = resolve_device(args.device)
     try:
         pipe.to(device, getattr(torch, args.dtype))
     except (RuntimeError, AssertionError, ValueError) as exc:  # unknown or unavailable device

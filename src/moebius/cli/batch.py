@@ -137,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         enabled = not args.quiet and sys.stderr.isatty()
         with ProgressBar(len(todo), desc, enabled) as bar:
             failures.bar = bar
+            pipe.set_progress_bar_config(disable=not enabled, parent=bar)  # the step count joins this line
             for start in range(0, len(todo), args.batch_size):
                 chunk = todo[start:start + args.batch_size]
                 written += _process(pipe, chunk, args, failures)

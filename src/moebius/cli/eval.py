@@ -97,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if not args.quiet:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit must be at least 1, got {args.limit}")
     modes = sum(bool(x) for x in (args.photos, args.benchmark, args.images))
     if modes != 1:
         raise InputError("choose exactly one of --images DIR, --benchmark NAME or --photos")
@@ -191,9 +193,9 @@ def _run_folder(args: argparse.Namespace, method: str | None) -> int:
         masks = FolderMasks(Path(args.masks)) if args.masks else mask_source(args.mask_preset, args.mask_seed)
         config = _config(args, None, resolution=args.resolution)
         title = f"{args.images}"
-    if args.limit:
-        images = dict(list(images.items())[: args.limit])  # the runner's subset guard still applies
     samples = pair_samples(images, Path(args.predictions) if args.predictions else None)
+    if args.limit:
+        samples = samples[: args.limit]  # after pairing: the predictions folder holds every image's file
     inpainter, details = _make_method(args)(method) if method else (None, f"files in {args.predictions}")
     report = evaluate(samples, masks, Path(args.output), config, inpainter=inpainter,
                       method=method or "predictions", method_details=details, title=title,

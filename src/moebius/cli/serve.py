@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--variant", choices=_options.VARIANTS, help="official checkpoint variant")
     group.add_argument("--vae", metavar="DIR", help="VAE folder, if not <weights>/vae")
     group.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
-    group.add_argument("--dtype", default="float32", choices=_options.DTYPES, help="network precision")
+    group.add_argument("--dtype", default="float32", choices=_options.DTYPES,
+                       help="network precision (float16 on CUDA/MPS only)")
     group.add_argument("--no-fast", action="store_true", help="run the reference U-Net instead of the fast path")
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-upload-mb", type=float, default=40.0, help="largest request body, MiB (40)")
@@ -56,7 +57,7 @@ def settings_from_args(args: argparse.Namespace):
     try:
         from ..serve.app import ServeSettings
     except ImportError as exc:
-        raise ConfigError(f"moebius serve needs the serve extra: pip install 'moebius[serve]' ({exc.name} missing)") \
+        raise ConfigError(f"moebius serve needs the serve extra: pip install 'moebius-inpaint[serve]' ({exc.name} missing)") \
             from None
     if not 0 < args.port < 65536:
         raise InputError(f"--port must lie in 1..65535, got {args.port}")
@@ -66,13 +67,15 @@ def settings_from_args(args: argparse.Namespace):
             raise InputError(f"{flag} must be positive, got {value}")
     if args.weights is not None and not Path(args.weights).expanduser().exists():
         raise InputError(f"--weights {args.weights}: no such folder")
+    device = _options.resolve_device(args.device)
+    _options.check_dtype(device, args.dtype)
     weights = _options.choose_weights(args.weights)
     if args.weights is None and not holds_weights(Path(weights)):
         raise ConfigError(f"no model to serve: pass --weights DIR (a folder with the Moebius weights) or put the "
                           f"official weights in {weights} (moebius download); this installation bundles no model")
     return ServeSettings(
         weights=str(Path(weights).expanduser()), variant=args.variant, vae=args.vae,
-        device=_options.resolve_device(args.device), dtype=args.dtype, fast=not args.no_fast,
+        device=device, dtype=args.dtype, fast=not args.no_fast,
         max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
         max_batch=args.max_batch, max_wait_ms=args.batch_wait_ms, max_queue=args.max_queue,
         request_timeout_s=args.timeout, api_key=args.api_key or os.environ.get("MOEBIUS_API_KEY") or None,
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         import uvicorn
     except ImportError:
-        raise ConfigError("moebius serve needs uvicorn: pip install 'moebius[serve]'") from None
+        raise ConfigError("moebius serve needs uvicorn: pip install 'moebius-inpaint[serve]'") from None
     from ..serve.app import _load, create_app
 
     pipeline = _load(settings)  # fail on bad weights before binding the port

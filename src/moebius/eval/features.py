@@ -9,11 +9,12 @@ The weights come from a local file, never a hub: the TorchScript ``default_1.pt`
 3. the installed package's data directory (located through its install record, so the package, which
    imports OpenCV and SciPy, is never imported).
 
-The network takes ``(N, 3, 299, 299)`` RGB scaled ``x / 128 - 1`` (uint8 0..255 -> -1..0.992) and returns
-``(N, 2048)``. It has the layer layout of the TF graph that StyleGAN2-ADA / MAT / CoModGAN use for FID and
-U-IDS/P-IDS; bit equality with pytorch-fid's ``pt_inception-2015-12-05`` is not verified. Images are
-resized to 299² first, by default with TF1's legacy bilinear rule (what the TF graph did), or with
-PyTorch's half-pixel bilinear (``resize="bilinear"``, pytorch-fid's choice). Reports name the backend as
+The network takes ``(N, 3, 299, 299)`` RGB in about [-1, 1] and returns ``(N, 2048)``. It has the layer
+layout of the TF graph that StyleGAN2-ADA / MAT / CoModGAN use for FID and U-IDS/P-IDS; bit equality with
+pytorch-fid's ``pt_inception-2015-12-05`` is not verified. Images reach 299² and that range by one of two
+preprocessings (:func:`inception_input`): by default the TF graph's own, TF1's legacy bilinear rule and
+``x / 128 - 1`` (uint8 0..255 -> -1..0.992); or pytorch-fid's (``resize="bilinear"``), PyTorch's
+half-pixel bilinear and ``x / 127.5 - 1`` (exactly -1..1). Reports name the backend as
 :attr:`InceptionFeatures.backend` (file, its SHA-256 prefix and the resize rule).
 The tensors are run by our eager :class:`~moebius.eval._inception.InceptionPool3`, not by TorchScript.
 """
@@ -128,6 +129,26 @@ def resize_tf_legacy(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x[..., lo] * (1 - fx) + x[..., hi] * fx  # (N, C, size[0], size[1])
 
 
+def inception_input(image: np.ndarray, resize: str) -> torch.Tensor:
+    """uint8 ``(H, W, 3)`` -> ``(1, 3, 299, 299)`` float32 network input, by ``resize`` (module docstring).
+
+    ``"tf-legacy"``: TF1's legacy bilinear resize, then ``x / 128 - 1``, as the TF graph's own preprocessing.
+    ``"bilinear"``: half-pixel bilinear, then ``x / 127.5 - 1`` (0 -> -1, 255 -> 1), as pytorch-fid.
+    """
+    if resize not in RESIZE_MODES:
+        raise InputError(f"unknown resize {resize!r}; choose from {', '.join(RESIZE_MODES)}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InputError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float()  # (1, 3, H, W) 0..255
+    size = (INPUT_SIZE, INPUT_SIZE)
+    if resize == "tf-legacy":
+        x = resize_tf_legacy(x, size) if x.shape[2:] != size else x
+        return x / 128.0 - 1.0
+    if x.shape[2:] != size:
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return x / 127.5 - 1.0
+
+
 def load_inception(path: Path) -> InceptionPool3:
     """Read the TorchScript archive's tensors into our eager :class:`InceptionPool3`, strictly."""
     try:
@@ -176,19 +197,7 @@ class InceptionFeatures:
         """``images``: uint8 arrays ``(H, W, 3)`` (sizes may differ) -> float64 features ``(N, 2048)``."""
         out = []
         for start in range(0, len(images), self.batch_size):
-            chunk = [self._prepare(im) for im in images[start : start + self.batch_size]]
+            chunk = [inception_input(im, self.resize) for im in images[start : start + self.batch_size]]
             feats = self.net(torch.cat(chunk).to(self.device))  # (B, 2048)
             out.append(feats.double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, FEATURE_DIM))
-
-    def _prepare(self, image: np.ndarray) -> torch.Tensor:
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InputError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
-        x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float()  # (1, 3, H, W) 0..255
-        size = (INPUT_SIZE, INPUT_SIZE)
-        if x.shape[2:] != size:
-            if self.resize == "tf-legacy":
-                x = resize_tf_legacy(x, size)
-            else:
-                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        return x / 128.0 - 1.0  # (1, 3, 299, 299)

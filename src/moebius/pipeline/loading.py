@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -261,12 +262,35 @@ def fetch_official(root: str | Path, variants: tuple[str, ...], local_files_only
     return root
 
 
+def is_hub_id(path: str | Path) -> bool:
+    """Whether ``path`` is spelt like a hub repository id, ``owner/name`` (whether or not such a folder exists)."""
+    return isinstance(path, str) and re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", path) is not None
+
+
+def _hub_snapshot(repo_id: str, local_files_only: bool) -> Path:
+    """The whole of hub repository ``repo_id``, downloaded into (or only looked up in) the hub cache."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise CheckpointError(f"{repo_id}: no such local folder, and loading it as a hub repository needs "
+                              "huggingface_hub (pip install 'moebius-inpaint[hub]')") from None
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=local_files_only))
+    except Exception as exc:  # network, authentication and cache errors come in many types
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{repo_id}: no such local folder, and no such hub repository in reach ({detail})") \
+            from None
+
+
 def resolve_source(path: str | Path, variant: str | None, local_files_only: bool) -> Path:
-    """A local folder for ``path``; the hub id ``hustvl/Moebius`` (when no such local folder exists) maps to
-    :func:`default_weights_dir`, filled from the hub unless the files are already there."""
+    """A local folder for ``path``. An ``owner/name`` id with no such local folder is a hub repository:
+    ``hustvl/Moebius`` maps to :func:`default_weights_dir`, filled in the official layout unless the files are
+    already there; any other is downloaded whole into the hub cache."""
     local = Path(path).expanduser()
-    if local.exists() or str(path) != STUDENT_REPO:
+    if local.exists() or not is_hub_id(path):
         return local
+    if path != STUDENT_REPO:
+        return _hub_snapshot(str(path), local_files_only)
     root = default_weights_dir()
     wanted = variant or DEFAULT_VARIANT
     if not (_has_unet(root / wanted) and (root / "vae" / CONFIG_NAME).is_file()):

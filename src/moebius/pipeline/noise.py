@@ -14,6 +14,7 @@ Two modes:
   what the official pipeline does with torch's global generator.
 
 :class:`NoiseDraws` replaces any of those draws with given tensors, e.g. the recorded draws of a trace.
+A caller's generator on another device (CUDA) draws there instead; its draws come to the CPU like the rest.
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ def resolve_generators(count: int, seed: int | Sequence[int] | None,
     return [torch.Generator("cpu").manual_seed(s) for s in seeds], seeds
 
 
+def _randn(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Standard-normal float32 draws from ``generator`` on its own device (a CUDA one included), on the CPU."""
+    return torch.randn(shape, generator=generator, device=generator.device).cpu()
+
+
 class NoiseSource:
     """Hands each tile group the random tensors named in ``names`` (see :func:`sampler.draws_needed`)."""
 
@@ -99,7 +105,7 @@ class NoiseSource:
             return
         gen = self._generators[image]
         self._per_tile[tile] = {
-            name: torch.randn((1, *self._shape(name, latent_shape)), generator=gen)
+            name: _randn((1, *self._shape(name, latent_shape)), gen)
             for name in self._names if self._explicit.get(name) is None
         }
 
@@ -112,7 +118,7 @@ class NoiseSource:
             if given is not None:
                 out[name] = self._rows(name, given, tiles, shape)
             elif isinstance(self._generators, torch.Generator):
-                out[name] = torch.randn((len(tiles), *shape), generator=self._generators)
+                out[name] = _randn((len(tiles), *shape), self._generators)
             else:
                 out[name] = torch.cat([self._per_tile[t][name] for t in tiles])
         return out

@@ -22,7 +22,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, Callable, Sequence, TextIO
 
 import numpy as np
 import torch
@@ -40,11 +40,15 @@ from .noise import NoiseDraws, NoiseSource, resolve_generators
 from .output import InpaintMetadata, InpaintOutput
 from .prefill import classical_fill
 from .presets import InpaintPreset, get_preset
-from .sampler import SamplerModels, StepCallback, draws_needed, sample
+from .sampler import SamplerModels, StepCallback, StepInfo, draws_needed, sample
 
 logger = logging.getLogger(__name__)
 
 _OUTPUT_TYPES = ("pil", "np", "pt")
+_CALLBACK_TENSOR_INPUTS = ("latents",)
+
+# diffusers' step hook: (pipe, step, timestep, callback_kwargs) -> callback_kwargs
+StepEndCallback = Callable[["MoebiusInpaintPipeline", int, int, dict[str, Any]], "dict[str, Any] | None"]
 
 
 @dataclass
@@ -92,6 +96,7 @@ class MoebiusInpaintPipeline:
         self._fast_models: SamplerModels | None = None
         self._progress_enabled: bool | None = None  # None: only when stderr is a terminal
         self._progress_stream: TextIO | None = None
+        self._progress_parent: ProgressBar | None = None
 
     # ------------------------------------------------------------------------------------------------
     # Loading, saving, devices
@@ -99,14 +104,19 @@ class MoebiusInpaintPipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, variant: str | None = None, vae: str | Path | None = None,
                         device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                        fast: bool = True, local_files_only: bool = False) -> MoebiusInpaintPipeline:
+                        torch_dtype: torch.dtype | None = None, fast: bool = True,
+                        local_files_only: bool = False) -> MoebiusInpaintPipeline:
         """Load the official layout (``<root>/<variant>/diffusion_pytorch_model.bin`` + ``<root>/vae/``) or a
-        folder written by :meth:`save_pretrained`. ``"hustvl/Moebius"`` means the hub (cached in
-        ``$MOEBIUS_HOME``; needs ``huggingface_hub``). Missing files raise a CheckpointError naming them."""
+        folder written by :meth:`save_pretrained`. An ``owner/name`` that is no local folder is a hub
+        repository (needs ``huggingface_hub``): ``"hustvl/Moebius"`` is fetched into ``$MOEBIUS_HOME`` in the
+        official layout, any other is downloaded whole into the hub cache. ``torch_dtype`` is diffusers'
+        name for ``dtype``. Missing files raise a CheckpointError naming them."""
+        if torch_dtype is not None and dtype is not None and torch_dtype != dtype:
+            raise InputError(f"dtype={dtype} and torch_dtype={torch_dtype} disagree; give one of them")
         parts = load_pipeline_parts(resolve_source(path, variant, local_files_only), variant, vae)
         pipe = cls(parts.unet, parts.vae, parts.scheduler_config, variant=parts.variant, fast=fast,
                    defaults=parts.defaults)
-        return pipe.to(device, dtype)
+        return pipe.to(device, dtype if dtype is not None else torch_dtype)
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write our layout (unet/, vae/, scheduler.json, moebius_pipeline.json) into a new folder."""
@@ -130,10 +140,13 @@ class MoebiusInpaintPipeline:
     def dtype(self) -> torch.dtype:
         return next(self.unet.parameters()).dtype
 
-    def set_progress_bar_config(self, disable: bool | None = None, stream: TextIO | None = None) -> None:
-        """``disable=True`` hides the per-step progress bar; by default it shows when stderr is a terminal."""
+    def set_progress_bar_config(self, disable: bool | None = None, stream: TextIO | None = None,
+                                parent: ProgressBar | None = None) -> None:
+        """``disable=True`` hides the per-step progress bar; by default it shows when stderr is a terminal.
+        ``parent``: an outer bar (e.g. a batch's) whose line the per-step count joins instead of its own."""
         self._progress_enabled = None if disable is None else not disable
         self._progress_stream = stream
+        self._progress_parent = parent
 
     def _models(self) -> SamplerModels:
         student = getattr(self.unet.config, "family", None) == "moebius"
@@ -176,7 +189,8 @@ class MoebiusInpaintPipeline:
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
         noise: NoiseDraws | None = None,
         output_type: str = "pil",
-        callback_on_step_end: StepCallback | None = None,
+        callback_on_step_end: StepEndCallback | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = _CALLBACK_TENSOR_INPUTS,
         intermediates: dict[str, torch.Tensor] | None = None,
         **options: Any,
     ) -> InpaintOutput:
@@ -190,10 +204,16 @@ class MoebiusInpaintPipeline:
                 applied) or an :class:`InpaintPreset` (used as is).
             num_inference_steps, guidance_scale, strength: override the preset's.
             seed: an int (image i gets seed + i) or one per image; recorded in the metadata.
-            generator: one CPU ``torch.Generator`` shared by the batch, or one per image.
+            generator: one ``torch.Generator`` shared by the batch, or one per image, on any device; the
+                noise is drawn on the generator's device and then moved, so a CPU generator gives the same
+                image on every device.
             noise: explicit standard-normal draws replacing the generator's (e.g. a recorded trace).
             output_type: ``"pil"``, ``"np"`` (uint8 (H, W, C)) or ``"pt"`` (float (C, H, W) in [0, 1]).
-            callback_on_step_end: called with a :class:`~moebius.pipeline.sampler.StepInfo` after each step.
+            callback_on_step_end: called after each DDIM step as diffusers does,
+                ``callback(pipe, step, timestep, callback_kwargs)``. ``callback_kwargs`` holds the tensors
+                named in ``callback_on_step_end_tensor_inputs`` (only ``"latents"``: (B, 4, h, w) float32) and
+                ``"step_info"``, a :class:`~moebius.pipeline.sampler.StepInfo` (step count, tile group). Return
+                the dict; latents put back into it are what sampling continues from.
             intermediates: a dict to fill with every stage's tensors (names as in the parity trace, prefixed
                 ``group<k>/`` when several tile groups run), for debugging and parity checks.
             **options: any other :class:`InpaintPreset` field (``hd_strategy``, ``mask_dilate``, ...).
@@ -209,13 +229,14 @@ class MoebiusInpaintPipeline:
         noise_source = NoiseSource(generators, draws_needed(settings), noise)
 
         jobs, strategies = self._plan(items, settings, noise_source)
-        generated = self._run_jobs(jobs, settings, noise_source, steps_run, callback_on_step_end, intermediates)
+        callback = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
+        generated = self._run_jobs(jobs, settings, noise_source, steps_run, callback, intermediates)
 
         images, metadata = [], []
         for index, item in enumerate(items):
             mine = [(job, generated[j]) for j, job in enumerate(jobs) if job.item == index]
             rgb, alpha = self._compose(item, mine, settings)
-            images.append(_convert(rgb, alpha, output_type))
+            images.append(_convert(rgb, alpha, output_type, item.data))
             metadata.append(InpaintMetadata(
                 preset=settings.name, seed=seeds[index], num_inference_steps=settings.num_inference_steps,
                 steps_run=steps_run, guidance_scale=settings.guidance_scale, strength=settings.strength,
@@ -227,6 +248,23 @@ class MoebiusInpaintPipeline:
 
     # ------------------------------------------------------------------------------------------------
     # Steps of the call
+
+    def _step_callback(self, callback: StepEndCallback | None, tensor_inputs: Sequence[str]) -> StepCallback | None:
+        """The sampler's per-step hook for a diffusers-style ``callback_on_step_end``."""
+        unknown = sorted(set(tensor_inputs) - set(_CALLBACK_TENSOR_INPUTS))
+        if unknown:
+            raise InputError(f"callback_on_step_end_tensor_inputs: {', '.join(unknown)} not available; "
+                             f"choose from {', '.join(_CALLBACK_TENSOR_INPUTS)}")
+        if callback is None:
+            return None
+
+        def on_step(info: StepInfo) -> torch.Tensor | None:
+            callback_kwargs: dict[str, Any] = {name: info.latents for name in tensor_inputs}
+            callback_kwargs["step_info"] = info
+            returned = callback(self, info.step, info.timestep, callback_kwargs)
+            return None if returned is None else returned.get("latents")
+
+        return on_step
 
     def _decode_inputs(self, image: Any, mask_image: Any, settings: InpaintPreset) -> list[_Item]:
         image_list = _as_list(image)
@@ -289,8 +327,10 @@ class MoebiusInpaintPipeline:
             return []
         models, device = self._models(), self.device
         factor, latent_channels = self.vae.config.downsample_factor, self.vae.config.latent_channels
-        enabled = self._progress_enabled if self._progress_enabled is not None else sys.stderr.isatty()
-        with ProgressBar(steps_run * len(groups), "inpainting", enabled, self._progress_stream) as bar:
+        parent = self._progress_parent
+        enabled = self._progress_enabled if self._progress_enabled is not None else (
+            parent.enabled if parent is not None else sys.stderr.isatty())
+        with ProgressBar(steps_run * len(groups), "inpainting", enabled, self._progress_stream, parent=parent) as bar:
             for g, ((height, width), members) in enumerate(groups.items()):
                 rgb = np.stack([self._start_pixels(jobs[j].tile, settings) for j in members])  # (B, h, w, 3) uint8
                 # uint8/255*2-1 in float64, then float32: the official preprocessing's exact values.
@@ -383,10 +423,17 @@ def _paste(generated: np.ndarray, original: np.ndarray, hole: np.ndarray, settin
     return blend.paste_keep_unmasked(generated, original, alpha)
 
 
-def _convert(rgb: np.ndarray, alpha: np.ndarray | None, output_type: str) -> Any:
+def _convert(rgb: np.ndarray, alpha: np.ndarray | None, output_type: str, source: ImageData) -> Any:
     array = rgb if alpha is None else np.concatenate([rgb, alpha[:, :, None]], axis=2)
     if output_type == "np":
         return array
     if output_type == "pt":
         return torch.from_numpy(array).permute(2, 0, 1).float() / 255.0
-    return Image.fromarray(array, "RGB" if alpha is None else "RGBA")
+    image = Image.fromarray(array, "RGB" if alpha is None else "RGBA")
+    # The input's EXIF (orientation already applied) and colour profile travel with the result, as in the
+    # CLI's and the server's files: getexif() reads them, and PNG/WebP saves keep the profile by default.
+    if source.exif:
+        image.info["exif"] = source.exif
+    if source.icc_profile:
+        image.info["icc_profile"] = source.icc_profile
+    return image

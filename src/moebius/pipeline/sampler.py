@@ -38,7 +38,8 @@ class StepInfo:
     group: int
 
 
-StepCallback = Callable[[StepInfo], None]
+# May return latents (B, 4, h, w) to continue from instead of ``info.latents``; None keeps them.
+StepCallback = Callable[[StepInfo], "torch.Tensor | None"]
 
 
 @dataclass
@@ -153,7 +154,9 @@ def sample(models: SamplerModels, scheduler_config: DDIMConfig, settings: Inpain
             record[f"step{i:02d}_eps_cfg"] = guided
             record[f"step{i:02d}_latents_after"] = latents
         if callback is not None:
-            callback(StepInfo(i, len(timesteps), t, latents, group))
+            replaced = callback(StepInfo(i, len(timesteps), t, latents, group))
+            if replaced is not None:
+                latents = replaced.to(device=latents.device, dtype=latents.dtype)
         if on_step is not None:
             on_step()
 

@@ -37,9 +37,11 @@ class PipelineRunner:
         return results
 
     def _call(self, jobs: list[Job]) -> list[Any]:
-        def on_step(info) -> None:
+        def on_step(pipe: Any, step: int, timestep: int, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+            info = callback_kwargs["step_info"]
             for job in jobs:
                 job.step, job.total = info.step + 1, info.num_steps
+            return callback_kwargs
 
         masks = [job.mask for job in jobs]
         with self._lock:

@@ -317,9 +317,18 @@ def validate(config: TrainConfig) -> None:
 # YAML
 
 
+def _yaml() -> Any:
+    """The ``yaml`` module (PyYAML, in the ``train`` extra), or a one-line ConfigError naming the extra."""
+    try:
+        import yaml
+    except ImportError:
+        raise ConfigError("training configs need PyYAML: pip install 'moebius-inpaint[train]'") from None
+    return yaml
+
+
 def apply_override(data: dict[str, Any], override: str) -> None:
     """Set ``a.b.c=value`` (value parsed as YAML) in nested dict ``data``."""
-    import yaml
+    yaml = _yaml()
 
     key, sep, raw = override.partition("=")
     if not sep or not key.strip():
@@ -344,7 +353,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 def load_yaml_config(cls: type, path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Any:
     """Config dataclass ``cls`` from a YAML file (its defaults when ``path`` is None) plus overrides, strictly."""
-    import yaml
+    yaml = _yaml()
 
     data: Any = {}
     if path is not None:
@@ -369,6 +378,4 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 def dump_config(config: Any) -> str:
     """The resolved config as YAML (keys in declaration order)."""
-    import yaml
-
-    return yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    return _yaml().safe_dump(config_to_dict(config), sort_keys=False)
