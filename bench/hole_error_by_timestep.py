@@ -34,7 +34,7 @@ from moebius.eval.photos import default_photos_dir, held_out_photos
 from moebius.eval.runner import load_rgb
 from moebius.models.denoiser import BACKGROUND_IDS
 from moebius.pipeline import MoebiusInpaintPipeline
-from moebius.pipeline.ddim import DDIMConfig, scaled_linear_alphas_cumprod, split_prediction
+from moebius.schedulers.ddim import DDIMConfig, scaled_linear_alphas_cumprod, split_prediction
 from moebius.train.masks import MaskGenerator
 
 

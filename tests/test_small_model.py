@@ -17,7 +17,7 @@ yaml = pytest.importorskip("yaml")
 
 from moebius.errors import ConfigError, InputError  # noqa: E402
 from moebius.models.space_to_depth import SpaceToDepth, SpaceToDepthConfig  # noqa: E402
-from moebius.pipeline.loading import load_vae, save_vae  # noqa: E402
+from moebius.weights.vae import load_vae, save_vae  # noqa: E402
 
 from test_train import tiny_config, write_images  # noqa: E402
 

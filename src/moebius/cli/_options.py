@@ -87,8 +87,8 @@ def choose_weights(weights: str | None) -> str:
     stderr; else the official folder anyway, whose loading error says which files to put where."""
     import sys
 
-    from ..pipeline.loading import default_weights_dir, holds_weights
     from ..weights import default_model_dir
+    from ..weights.locations import default_weights_dir, holds_weights
 
     if weights:
         return weights

@@ -51,7 +51,7 @@ def settings_from_args(args: argparse.Namespace):
     import os
 
     from ..errors import ConfigError, InputError
-    from ..pipeline.loading import holds_weights
+    from ..weights.locations import holds_weights
 
     try:
         from ..serve.app import ServeSettings

@@ -26,7 +26,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def _inspect_weights(root: Path) -> list[str]:
-    from ..pipeline.loading import OFFICIAL_VARIANTS, PIPELINE_FILE, VAE_WEIGHT_NAMES
+    from ..weights.locations import OFFICIAL_VARIANTS, PIPELINE_FILE
+    from ..weights.vae import VAE_WEIGHT_NAMES
 
     if not root.is_dir():
         return ["(folder does not exist)"]
@@ -45,8 +46,8 @@ def run_doctor(args: argparse.Namespace) -> int:
     import torch
 
     from .. import __version__
-    from ..pipeline.loading import default_weights_dir
     from ..weights import default_model_dir
+    from ..weights.locations import default_weights_dir
 
     root = Path(args.weights) if args.weights else default_weights_dir()
     cuda = torch.cuda.is_available()
@@ -75,7 +76,7 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from ..pipeline.loading import default_weights_dir, fetch_official
+    from ..weights.locations import default_weights_dir, fetch_official
 
     root = Path(args.weights) if args.weights else default_weights_dir()
     variants = _options.VARIANTS if args.variant == "all" else (args.variant,)

@@ -66,7 +66,7 @@ def build_vae_encoder(config: VAESettings) -> nn.Module:
     from ..models.vae import OFFICIAL_VAE_CONFIG, TINY_VAE_CONFIG, AutoencoderKL
 
     if config.weights is not None:
-        from ..pipeline.loading import load_vae
+        from ..weights.vae import load_vae
 
         vae = load_vae(config.weights)
     else:

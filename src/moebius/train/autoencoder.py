@@ -227,7 +227,7 @@ class AutoencoderTrainer:
         self.history: list[dict[str, float]] = []
 
     def _load_initial(self, folder: Path) -> None:
-        from ..pipeline.loading import load_vae
+        from ..weights.vae import load_vae
 
         if self.config.model.kind != "kl":
             raise ConfigError("model.init_weights: only a kl autoencoder starts from weights")
@@ -324,7 +324,7 @@ class AutoencoderTrainer:
         self.model.config = dataclasses.replace(self.model.config, scaling_factor=round(1.0 / std, 5))
 
     def _save(self, summary: dict[str, Any]) -> Path:
-        from ..pipeline.loading import save_vae
+        from ..weights.vae import save_vae
 
         folder = self.out / "autoencoder"
         if self.acc.is_main_process:

@@ -103,7 +103,7 @@ class NoiseConfig:
     logit_std: float = 1.0
     noise_offset: float = 0.0357
     # The network's output and task target: "epsilon" (the official models; a distillation teacher must
-    # predict what its student does) or "v_prediction" (v = √ᾱ·ε − √(1−ᾱ)·x0, moebius.pipeline.ddim).
+    # predict what its student does) or "v_prediction" (v = √ᾱ·ε − √(1−ᾱ)·x0, moebius.schedulers.ddim).
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     # Timesteps are drawn from [0, max_timestep): below the scheduler's 1000, a refiner that only ever
     # denoises a pre-filled image from low noise (pipeline strength <= max_timestep / 1000).
@@ -297,7 +297,7 @@ def validate(config: TrainConfig) -> None:
     need(bool(d.dilate_iterations) and all(i >= 1 for i in d.dilate_iterations), "data.dilate_iterations",
          "must be positive")
     need(config.noise.logit_std > 0, "noise.logit_std", "must be positive")
-    from ..pipeline.ddim import DDIMConfig  # the schedule the trainer noises with
+    from ..schedulers.ddim import DDIMConfig  # the schedule the trainer noises with
 
     train_steps = DDIMConfig().num_train_timesteps
     need(0 < config.noise.max_timestep <= train_steps, "noise.max_timestep",

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch.profiler import record_function
 
 from ..errors import ConfigError
-from ..pipeline.ddim import DDIMConfig, scaled_linear_alphas_cumprod, velocity
+from ..schedulers.ddim import DDIMConfig, scaled_linear_alphas_cumprod, velocity
 from . import _build
 from ._state import capture_rng, load_state, restore_rng, save_state
 from .config import TrainConfig, dump_config
