@@ -35,7 +35,7 @@ from moebius.eval.runner import load_rgb
 from moebius.models.denoiser import BACKGROUND_IDS
 from moebius.pipeline import MoebiusInpaintPipeline
 from moebius.schedulers.ddim import DDIMConfig, scaled_linear_alphas_cumprod, split_prediction
-from moebius.train.masks import MaskGenerator
+from moebius.mask_generators import MaskGenerator
 
 
 @torch.inference_mode()

@@ -253,7 +253,7 @@ def test_teacher_free_and_missing_perceptual_weights_warn_once(tmp_path, caplog)
 
 
 def test_perceptual_loss_with_local_weights_and_finetune(tmp_path):
-    from moebius.train.elatentlpips import ELatentLPIPS
+    from moebius.perceptual.elatentlpips import ELatentLPIPS
     from moebius.train.trainer import Trainer
 
     torch.manual_seed(0)

@@ -161,7 +161,7 @@ def test_state_files_round_trip(tmp_path):
 
 def test_elatentlpips_loads_the_released_layout(tmp_path):
     from moebius.errors import CheckpointError
-    from moebius.train.elatentlpips import ELatentLPIPS, draw_augment_params, load_elatentlpips
+    from moebius.perceptual.elatentlpips import ELatentLPIPS, draw_augment_params, load_elatentlpips
 
     torch.manual_seed(1)
     net = ELatentLPIPS()

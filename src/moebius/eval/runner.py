@@ -196,7 +196,7 @@ def load_backends(config: EvalConfig, backends: Backends | None = None) -> Backe
 
         backends.inception = InceptionFeatures(config.fid_weights, resize=config.fid_resize, device=config.device)
     if backends.lpips is None and "lpips" in config.metrics:
-        from .lpips import load_lpips
+        from ..perceptual.lpips import load_lpips
 
         backends.lpips = load_lpips(config.lpips_net, config.lpips_variant, weights=config.lpips_weights,
                                     backbone=config.lpips_backbone, head=config.lpips_head).to(config.device)

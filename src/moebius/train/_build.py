@@ -91,7 +91,7 @@ def build_perceptual(config: PerceptualConfig, weight: float, warn: bool) -> nn.
                            "loss (loss.perceptual_weight=%s is ignored). Put the released sdxl_latest_vgg16_tuned.pth "
                            "there to enable it.", where, weight)
         return None
-    from .elatentlpips import load_elatentlpips
+    from ..perceptual.elatentlpips import load_elatentlpips
 
     return load_elatentlpips(config.weights)
 

@@ -203,7 +203,7 @@ class AutoencoderTrainer:
         except ImportError:
             raise ConfigError("training needs accelerate: pip install 'moebius-inpaint[train]'") from None
         from .data import KeySampler
-        from .masks import list_images
+        from ..mask_generators import list_images
 
         self.config = c = config
         on_cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
@@ -214,8 +214,8 @@ class AutoencoderTrainer:
         if c.model.init_weights:
             self._load_initial(Path(c.model.init_weights))
         self.perceptual = None
-        if c.loss.perceptual_weight > 0:
-            from ..eval.lpips import load_lpips
+        if config.loss.perceptual_weight > 0:
+            from ..perceptual.lpips import load_lpips
 
             self.perceptual = load_lpips("vgg", "shift-tolerant").to(self.acc.device)
         paths = [p for folder in c.data.image_dirs for p in list_images(folder)]

@@ -275,7 +275,7 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
 
 def validate(config: TrainConfig) -> None:
     """Range checks that a type cannot express."""
-    from .masks import PRESETS
+    from ..mask_generators import PRESETS
 
     def need(ok: bool, key: str, message: str) -> None:
         if not ok:

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, InputError
+from ..mask_generators import MaskGenerator, ObjectMasks, dilate, list_images, load_mask
 from ..models.denoiser import BACKGROUND_IDS, FOREGROUND_IDS
 from .config import DataConfig
-from .masks import MaskGenerator, ObjectMasks, dilate, list_images, load_mask
 
 logger = logging.getLogger(__name__)
 

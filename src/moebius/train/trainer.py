@@ -228,7 +228,7 @@ class Trainer:
 
     def _draw(self, keys: torch.Tensor, latent_hw: tuple[int, int]) -> dict[str, torch.Tensor]:
         """Per-sample randomness from each sample's own generator, stacked and moved to the device."""
-        from .elatentlpips import draw_augment_params
+        from ..perceptual.elatentlpips import draw_augment_params
 
         n = self.config.noise
         h, w = latent_hw

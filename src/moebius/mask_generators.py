@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
-from ..image_files import IMAGE_SUFFIXES
+from .errors import ConfigError, InputError
+from .image_files import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)
