@@ -6,7 +6,6 @@ Only the standard library is imported at module level, so building the parser (a
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 PRESETS = ("default", "official", "portrait")
@@ -68,19 +67,6 @@ def call_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def resolve_device(name: str) -> str:
-    """``auto`` -> cuda (this process's LOCAL_RANK GPU under torchrun/accelerate), else mps, else cpu."""
-    import torch
-
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 def choose_weights(weights: str | None) -> str:
     """What to load: ``--weights`` when given; else the official weights folder ($MOEBIUS_HOME or
     ~/.cache/moebius) when it holds weights; else the small model bundled with the package, said once on
@@ -104,20 +90,10 @@ def choose_weights(weights: str | None) -> str:
 
 def load_pipeline(args: argparse.Namespace) -> Any:
     """Build the pipeline the model options describe, on the chosen device and dtype."""
-    import torch
+    from ..pipeline.builder import build_pipeline
 
-    from ..errors import InputError
-    from ..pipeline.pipeline import MoebiusInpaintPipeline
-
-    weights = choose_weights(args.weights)
-    pipe = MoebiusInpaintPipeline.from_pretrained(weights, variant=args.variant, vae=args.vae, fast=not args.no_fast,
-                                                  local_files_only=args.local_files_only)
-    device = resolve_device(args.device)
-    try:
-        pipe.to(device, getattr(torch, args.dtype))
-    except (RuntimeError, AssertionError, ValueError) as exc:  # unknown or unavailable device
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"cannot use device {device!r}: {detail}") from None
+    pipe = build_pipeline(choose_weights(args.weights), variant=args.variant, vae=args.vae, device=args.device,
+                          dtype=args.dtype, fast=not args.no_fast, local_files_only=args.local_files_only)
     pipe.set_progress_bar_config(disable=True if args.quiet else None)
     return pipe
 

@@ -51,6 +51,7 @@ def settings_from_args(args: argparse.Namespace):
     import os
 
     from ..errors import ConfigError, InputError
+    from ..pipeline.builder import resolve_device
     from ..weights.locations import holds_weights
 
     try:
@@ -72,7 +73,7 @@ def settings_from_args(args: argparse.Namespace):
                           f"official weights in {weights} (moebius download); this installation bundles no model")
     return ServeSettings(
         weights=str(Path(weights).expanduser()), variant=args.variant, vae=args.vae,
-        device=_options.resolve_device(args.device), dtype=args.dtype, fast=not args.no_fast,
+        device=resolve_device(args.device), dtype=args.dtype, fast=not args.no_fast,
         max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
         max_batch=args.max_batch, max_wait_ms=args.batch_wait_ms, max_queue=args.max_queue,
         request_timeout_s=args.timeout, api_key=args.api_key or os.environ.get("MOEBIUS_API_KEY") or None,

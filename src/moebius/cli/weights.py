@@ -45,6 +45,7 @@ def _inspect_weights(root: Path) -> list[str]:
 def run_doctor(args: argparse.Namespace) -> int:
     import torch
 
+    from ..pipeline.builder import resolve_device
     from .. import __version__
     from ..weights import default_model_dir
     from ..weights.locations import default_weights_dir
@@ -60,7 +61,7 @@ def run_doctor(args: argparse.Namespace) -> int:
         ("cuda", ", ".join(f"{i}: {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count()))
          if cuda else "not available"),
         ("mps", "available" if mps else "not available"),
-        ("device (auto)", _options.resolve_device("auto")),
+        ("device (auto)", resolve_device("auto")),
         ("dtypes", "float32 (default), bfloat16" + (", float16" if cuda or mps else "")),
         ("huggingface_hub", "installed" if importlib.util.find_spec("huggingface_hub") else
          "not installed (moebius download needs it; manual download works without)"),
