@@ -1,6 +1,7 @@
 """Options shared by ``moebius inpaint`` and ``moebius batch``, and turning them into a pipeline call.
 
-Only the standard library is imported at module level, so building the parser (and ``--help``) stays fast.
+Only the standard library (and :mod:`moebius.weights.locations`, which needs nothing more) is imported at
+module level, so building the parser (and ``--help``) stays fast.
 """
 
 from __future__ import annotations
@@ -8,8 +9,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..weights.locations import DEFAULT_VARIANT, OFFICIAL_VARIANTS
+
 PRESETS = ("default", "official", "portrait")
-VARIANTS = ("pretrained", "ft_places2", "ft_celebahq", "ft_ffhq")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -19,7 +21,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="weights folder: official layout (<DIR>/<variant>/diffusion_pytorch_model.bin + <DIR>/vae/) "
                             "or one written by save_pretrained, or hustvl/Moebius for the hub "
                             "(default: $MOEBIUS_HOME or ~/.cache/moebius, else the small model bundled with moebius)")
-    group.add_argument("--variant", choices=VARIANTS, help="official checkpoint (default: ft_places2 if present)")
+    group.add_argument("--variant", choices=OFFICIAL_VARIANTS,
+                       help=f"official checkpoint (default: {DEFAULT_VARIANT} if present)")
     group.add_argument("--vae", metavar="DIR", help="VAE folder, if not <weights>/vae")
     group.add_argument("--local-files-only", action="store_true",
                        help="with --weights hustvl/Moebius: use the cached download only, never the network")

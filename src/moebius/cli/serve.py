@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--weights", metavar="DIR",
                        help="weights folder (official layout or one written by save_pretrained); default: the "
                             "official weights in $MOEBIUS_HOME or ~/.cache/moebius, else the bundled small model")
-    group.add_argument("--variant", choices=_options.VARIANTS, help="official checkpoint variant")
+    group.add_argument("--variant", choices=_options.OFFICIAL_VARIANTS, help="official checkpoint variant")
     group.add_argument("--vae", metavar="DIR", help="VAE folder, if not <weights>/vae")
     group.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     group.add_argument("--dtype", default="float32", choices=_options.DTYPES, help="network precision")

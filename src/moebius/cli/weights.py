@@ -7,7 +7,7 @@ import importlib.util
 import platform
 from pathlib import Path
 
-from . import _options
+from ..weights.locations import DEFAULT_VARIANT, OFFICIAL_VARIANTS
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -19,15 +19,14 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         "download", help="download the official weights from the Hugging Face hub",
         description="Fetch hf.co/hustvl/Moebius/<variant>/ and hf.co/hustvl/PixelHacker/vae/ into the official "
                     "layout (needs the huggingface_hub package and a network connection).")
-    download.add_argument("--variant", default="ft_places2", choices=(*_options.VARIANTS, "all"))
+    download.add_argument("--variant", default=DEFAULT_VARIANT, choices=(*OFFICIAL_VARIANTS, "all"))
     download.add_argument("--weights", metavar="DIR", help="target folder (default: $MOEBIUS_HOME or ~/.cache/moebius)")
     download.add_argument("--local-files-only", action="store_true", help="only check the hub cache, no network")
     download.set_defaults(run=run_download)
 
 
 def _inspect_weights(root: Path) -> list[str]:
-    from ..weights.locations import OFFICIAL_VARIANTS, PIPELINE_FILE
-    from ..weights.vae import VAE_WEIGHT_NAMES
+    from ..weights.locations import PIPELINE_FILE, VAE_WEIGHT_NAMES
 
     if not root.is_dir():
         return ["(folder does not exist)"]
@@ -45,8 +44,8 @@ def _inspect_weights(root: Path) -> list[str]:
 def run_doctor(args: argparse.Namespace) -> int:
     import torch
 
-    from ..pipeline.builder import resolve_device
     from .. import __version__
+    from ..pipeline.builder import resolve_device
     from ..weights import default_model_dir
     from ..weights.locations import default_weights_dir
 
@@ -80,7 +79,7 @@ def run_download(args: argparse.Namespace) -> int:
     from ..weights.locations import default_weights_dir, fetch_official
 
     root = Path(args.weights) if args.weights else default_weights_dir()
-    variants = _options.VARIANTS if args.variant == "all" else (args.variant,)
+    variants = OFFICIAL_VARIANTS if args.variant == "all" else (args.variant,)
     fetch_official(root, variants, args.local_files_only)
     print(f"weights in {root}: {', '.join(variants)} + vae")
     return 0

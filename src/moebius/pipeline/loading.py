@@ -23,10 +23,11 @@ import torch.nn as nn
 
 from ..errors import CheckpointError, ConfigError
 from ..schedulers.ddim import DDIMConfig, scheduler_config_dict
-from ..weights.locations import PIPELINE_FILE, VAE_REPO, missing_weights_message, official_unet_dir
-from ..weights.official import CONFIG_NAME, OFFICIAL_WEIGHTS_NAME, load_official
+from ..weights.locations import (CONFIG_NAME, OFFICIAL_WEIGHTS_NAME, PIPELINE_FILE, VAE_REPO, VAE_WEIGHT_NAMES,
+                                 missing_weights_message, official_unet_dir)
+from ..weights.official import load_official
 from ..weights.serialization import save_model
-from ..weights.vae import VAE_WEIGHT_NAMES, Autoencoder, load_vae, save_vae
+from ..weights.vae import Autoencoder, load_vae, save_vae
 
 SCHEDULER_FILE = "scheduler.json"
 _FORMAT = "moebius-pipeline"

@@ -16,8 +16,7 @@ logger = logging.getLogger("moebius.train")
 
 
 def _preset_config(preset: str, overrides: dict[str, Any], key: str) -> Any:
-    from ..models import get_config
-    from ..models.families import config_from_dict, config_to_dict
+    from ..models import config_from_dict, config_to_dict, get_config
 
     base = config_to_dict(get_config(preset))
     unknown = sorted(set(overrides) - set(base) - {"family"})
@@ -31,7 +30,7 @@ def build_denoiser(preset: str, overrides: dict[str, Any], weights: str | None, 
 
     ``kind`` ("moebius" / "pixelhacker") is required of the result; None accepts either family.
     """
-    from ..models.families import get_family
+    from ..models import get_family
 
     if weights is not None:
         if overrides:

@@ -1,5 +1,6 @@
 """Where the weights live: the hub repositories, the official variants, the cache folder, the download, and
-the one-line message saying which files to put where.
+the one-line message saying which files to put where. Standard library only, so that the command line can
+offer the variants without importing torch.
 
 Official layout (hf.co/hustvl/Moebius + the VAE of hf.co/hustvl/PixelHacker)::
 
@@ -19,11 +20,13 @@ import os
 from pathlib import Path
 
 from ..errors import CheckpointError
-from .official import CONFIG_NAME, MODEL_NAME, OFFICIAL_WEIGHTS_NAME
-from .vae import VAE_WEIGHT_NAMES
 
 logger = logging.getLogger(__name__)
 
+OFFICIAL_WEIGHTS_NAME = "diffusion_pytorch_model.bin"
+MODEL_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+VAE_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 OFFICIAL_VARIANTS = ("pretrained", "ft_places2", "ft_celebahq", "ft_ffhq")
 DEFAULT_VARIANT = "ft_places2"
 PIPELINE_FILE = "moebius_pipeline.json"

@@ -16,9 +16,8 @@ from ..errors import CheckpointError, ConfigError
 from ..models.space_to_depth import CLASS_NAME as SPACE_TO_DEPTH
 from ..models.space_to_depth import SpaceToDepth, SpaceToDepthConfig
 from ..models.vae import AutoencoderKL, VAEConfig, rename_legacy_attention_keys
-from .official import CONFIG_NAME, load_into, read_state_dict
-
-VAE_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+from .locations import CONFIG_NAME, VAE_WEIGHT_NAMES
+from .official import load_into, read_state_dict
 
 Autoencoder = AutoencoderKL | SpaceToDepth
 
