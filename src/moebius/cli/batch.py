@@ -25,7 +25,7 @@ from . import _options
 _MASK_SUFFIX = "_mask"
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "batch", help="inpaint every image of a folder",
         description="Inpaint each image in --images with the mask of the same file stem in --masks "

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..weights.locations import DEFAULT_VARIANT, OFFICIAL_VARIANTS
 
 
-def add_parsers(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction) -> None:
     doctor = commands.add_parser("doctor", help="show torch, devices, dtypes and where weights are looked for")
     doctor.add_argument("--weights", metavar="DIR", help="weights folder to inspect (default: $MOEBIUS_HOME or ~/.cache/moebius)")
     doctor.set_defaults(run=run_doctor)
