@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..image_files import IMAGE_SUFFIXES
+from ..image_files import IMAGE_SUFFIXES, list_image_files
 from . import _options
 
 _MASK_SUFFIX = "_mask"
@@ -53,12 +53,6 @@ class Pair:
     output: Path
 
 
-def _list_images(folder: Path, recursive: bool) -> list[Path]:
-    pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern)
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-
-
 def find_pairs(images: Path, masks: Path, output: Path, fmt: str, recursive: bool = False) -> list[Pair]:
     """Pair every image with its mask by stem (relative folder included), sorted by image path."""
     from ..errors import InputError
@@ -70,10 +64,10 @@ def find_pairs(images: Path, masks: Path, output: Path, fmt: str, recursive: boo
     same_folder = masks.is_dir() and masks.resolve() == images.resolve()
     by_stem: dict[Path, list[Path]] = {}
     if masks.is_dir():
-        for path in _list_images(masks, recursive):
+        for path in list_image_files(masks, recursive):
             by_stem.setdefault(path.relative_to(masks).with_suffix(""), []).append(path)
     pairs = []
-    for path in _list_images(images, recursive):
+    for path in list_image_files(images, recursive):
         stem = path.relative_to(images).with_suffix("")
         if same_folder and stem.name.endswith(_MASK_SUFFIX):
             continue  # a mask living beside its image
