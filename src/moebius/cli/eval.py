@@ -135,44 +135,15 @@ def _config(args: argparse.Namespace, benchmark=None, **overrides):
 
 
 def _make_method(args: argparse.Namespace):
-    """``name -> (inpainter, description)``, building each method once (a model is loaded once)."""
-    built: dict[str, tuple] = {}
+    """``name -> (inpainter, description)`` for ``--method``; ``moebius`` uses the model options."""
+    from ..eval.methods import MoebiusSettings, method_factory
 
-    def make(name: str):
-        if name not in built:
-            if name == "moebius":
-                built[name] = _moebius_inpainter(args)
-            else:
-                from ..eval.baselines import describe, get_method
+    def moebius() -> MoebiusSettings:
+        return MoebiusSettings(weights=_options.choose_weights(args.weights), variant=args.variant, vae=args.vae,
+                               device=args.device, dtype=args.dtype, fast=not args.no_fast, preset=args.preset,
+                               steps=args.steps, guidance=args.guidance, seed=args.seed)
 
-                built[name] = (get_method(name), describe(name))
-        return built[name]
-
-    return make
-
-
-def _moebius_inpainter(args: argparse.Namespace):
-    """Wrap the pipeline as ``(image, mask) -> image`` with a fixed seed; describe its settings."""
-    from ..pipeline.builder import build_pipeline
-
-    weights = _options.choose_weights(args.weights)
-    pipe = build_pipeline(weights, variant=args.variant, vae=args.vae, device=args.device, dtype=args.dtype,
-                          fast=not args.no_fast)
-    pipe.set_progress_bar_config(disable=True)
-    options = {"preset": args.preset, "seed": args.seed}
-    if args.steps:
-        options["num_inference_steps"] = args.steps
-    if args.guidance is not None:
-        options["guidance_scale"] = args.guidance
-
-    def inpaint(image, mask):
-        return pipe(image, mask, **options).images[0]
-
-    guidance = "preset" if args.guidance is None else args.guidance
-    details = (f"MoebiusInpaintPipeline weights={weights} variant={args.variant or 'default'} "
-               f"vae={args.vae or 'weights'} dtype={args.dtype} fast={not args.no_fast} preset={args.preset} "
-               f"steps={args.steps or 'preset'} guidance={guidance} seed={args.seed} (strength: the preset's)")
-    return inpaint, details
+    return method_factory(moebius)
 
 
 def _run_folder(args: argparse.Namespace, method: str | None) -> int:
