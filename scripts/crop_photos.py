@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from moebius.errors import MoebiusError
-from moebius.train.masks import list_images
+from moebius.mask_generators import list_images
 
 
 def crop_folder(source: Path, target: Path, size: int, per_photo: int, seed: int) -> int:

@@ -168,8 +168,8 @@ def copy_ema(run_dir: Path) -> None:
 def export(out: Path, variants: list[str]) -> list[Path]:
     """OUT/<variant>/<network>/pipeline/ for every network with EMA weights."""
     from moebius import MoebiusInpaintPipeline, load_official
-    from moebius.pipeline.ddim import DDIMConfig
-    from moebius.pipeline.loading import load_vae
+    from moebius.schedulers.ddim import DDIMConfig
+    from moebius.weights.vae import load_vae
     from moebius.train.config import load_config
 
     written = []

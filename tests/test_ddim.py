@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from moebius.errors import ConfigError, InputError
-from moebius.pipeline.ddim import (
+from moebius.schedulers.ddim import (
     DDIMConfig,
     DDIMScheduler,
     cfg_combine,

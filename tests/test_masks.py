@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from moebius.errors import ConfigError, InputError
-from moebius.train.masks import (PRESETS, BoxSpec, MaskGenerator, ObjectMasks, StrokeSpec, dilate, load_mask, mask_seed,
-                                 random_boxes, random_strokes, write_mask_set)
+from moebius.mask_generators import (PRESETS, BoxSpec, MaskGenerator, ObjectMasks, StrokeSpec, dilate, load_mask,
+                                     mask_seed, random_boxes, random_strokes, write_mask_set)
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -20,7 +20,7 @@ from moebius.errors import CheckpointError, ConfigError, InputError
 from moebius.models.vae import AutoencoderKL, VAEConfig
 from moebius.pipeline import InpaintPreset, MoebiusInpaintPipeline, NoiseDraws, get_preset, list_presets
 from moebius.pipeline import blend, masks
-from moebius.pipeline.loading import vae_config_dict
+from moebius.weights.vae import vae_config_dict
 
 TINY_F8_VAE = VAEConfig(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4)
 STEPS = 2
@@ -409,7 +409,7 @@ def test_save_and_load_pretrained_round_trip(tmp_path, pipe):
 
 
 def test_v_prediction_travels_with_the_folder_and_changes_the_sampling(tmp_path, pipe):
-    from moebius.pipeline.ddim import DDIMConfig
+    from moebius.schedulers.ddim import DDIMConfig
 
     image, mask = scene()
     v_pipe = tiny_pipeline(scheduler_config=DDIMConfig(prediction_type="v_prediction"))

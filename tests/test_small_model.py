@@ -17,7 +17,7 @@ yaml = pytest.importorskip("yaml")
 
 from moebius.errors import ConfigError, InputError  # noqa: E402
 from moebius.models.space_to_depth import SpaceToDepth, SpaceToDepthConfig  # noqa: E402
-from moebius.pipeline.loading import load_vae, save_vae  # noqa: E402
+from moebius.weights.vae import load_vae, save_vae  # noqa: E402
 
 from test_train import tiny_config, write_images  # noqa: E402
 
@@ -48,8 +48,7 @@ def test_space_to_depth_is_lossless_and_normalises():
 
 def test_space_to_depth_saves_loads_and_runs_in_the_pipeline(tmp_path):
     from moebius import MoebiusInpaintPipeline
-    from moebius.models import get_config
-    from moebius.models.families import config_from_dict, config_to_dict
+    from moebius.models import config_from_dict, config_to_dict, get_config
     from moebius.models.student import build_moebius
     from moebius.pipeline import masks
 

@@ -66,7 +66,7 @@ def test_distillation_trains_and_logs(tmp_path):
     assert (tmp_path / "run" / "config.yaml").is_file()
     # ... and so does the pipeline, with the checkpoint folder as root and student/ (or ema/) as the variant.
     from moebius.models.vae import TINY_VAE_CONFIG, AutoencoderKL
-    from moebius.pipeline.loading import save_vae
+    from moebius.weights.vae import save_vae
 
     save_vae(AutoencoderKL(TINY_VAE_CONFIG), tmp_path / "vae")
     pipe = moebius.MoebiusInpaintPipeline.from_pretrained(tmp_path / "run" / "checkpoints" / "step-00000030",
@@ -162,7 +162,7 @@ def test_adaptive_weights_match_hand_computation(tmp_path, mode):
 
 
 def test_v_prediction_task_target(tmp_path):
-    from moebius.pipeline.ddim import velocity
+    from moebius.schedulers.ddim import velocity
     from moebius.train.trainer import Trainer
 
     trainer = Trainer(tiny_config(tmp_path, "noise.prediction_type=v_prediction"))
@@ -253,7 +253,7 @@ def test_teacher_free_and_missing_perceptual_weights_warn_once(tmp_path, caplog)
 
 
 def test_perceptual_loss_with_local_weights_and_finetune(tmp_path):
-    from moebius.train.elatentlpips import ELatentLPIPS
+    from moebius.perceptual.elatentlpips import ELatentLPIPS
     from moebius.train.trainer import Trainer
 
     torch.manual_seed(0)

@@ -16,8 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny_student():
-    from moebius.models import get_config
-    from moebius.models.families import get_family
+    from moebius.models import get_config, get_family
 
     config = dataclasses.replace(get_config("moebius-tiny"), block_out_channels=(8, 16, 16), heads=2, norm_num_groups=4,
                                  cross_attention_dim=8, encoder_hid_dim=8, sample_size=8, local_kernel_size=3)
@@ -161,7 +160,7 @@ def test_state_files_round_trip(tmp_path):
 
 def test_elatentlpips_loads_the_released_layout(tmp_path):
     from moebius.errors import CheckpointError
-    from moebius.train.elatentlpips import ELatentLPIPS, draw_augment_params, load_elatentlpips
+    from moebius.perceptual.elatentlpips import ELatentLPIPS, draw_augment_params, load_elatentlpips
 
     torch.manual_seed(1)
     net = ELatentLPIPS()
@@ -183,8 +182,7 @@ def test_elatentlpips_loads_the_released_layout(tmp_path):
 
 def test_full_size_kd_pair_probes_and_muon_split():
     """On the meta device (no memory, no compute): the released shapes, probes and parameter split."""
-    from moebius.models import get_config
-    from moebius.models.families import get_family
+    from moebius.models import get_config, get_family
     from moebius.train._build import feature_probe_name, output_probe_name
     from moebius.train.optim import split_parameters
 

@@ -28,7 +28,7 @@ from moebius.eval.masks import mask_source
 from moebius.eval.photos import run_photo_benchmark
 from moebius.eval.runner import EvalConfig
 from moebius.pipeline import blend, masks
-from moebius.pipeline.loading import load_vae
+from moebius.weights.vae import load_vae
 from moebius.pipeline.presets import get_preset
 
 

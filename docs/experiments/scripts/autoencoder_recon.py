@@ -20,7 +20,7 @@ import torch
 from moebius.eval.metrics import psnr, ssim
 from moebius.eval.photos import default_photos_dir, held_out_photos
 from moebius.eval.runner import load_rgb
-from moebius.pipeline.loading import load_vae
+from moebius.weights.vae import load_vae
 
 
 @torch.no_grad()

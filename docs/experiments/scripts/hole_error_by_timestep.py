@@ -35,8 +35,8 @@ from moebius.eval.photos import default_photos_dir, held_out_photos
 from moebius.eval.runner import load_rgb
 from moebius.models.denoiser import BACKGROUND_IDS
 from moebius.pipeline import MoebiusInpaintPipeline
-from moebius.pipeline.ddim import DDIMConfig, scaled_linear_alphas_cumprod, split_prediction
-from moebius.train.masks import MaskGenerator
+from moebius.schedulers.ddim import DDIMConfig, scaled_linear_alphas_cumprod, split_prediction
+from moebius.mask_generators import MaskGenerator
 
 
 @torch.inference_mode()

@@ -32,9 +32,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from . import batch, inpaint, serve, train, weights
     from . import eval as eval_command
 
-    inpaint.add_parser(commands)
-    batch.add_parser(commands)
-    weights.add_parsers(commands)
+    inpaint.register(commands)
+    batch.register(commands)
+    weights.register(commands)
     train.register(commands)
     eval_command.register(commands)
     serve.register(commands)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..image_files import IMAGE_SUFFIXES
+from ..image_files import list_image_files
 
 _MASK_SUFFIX = "_mask"
 # The hidden temp file save_image writes before renaming it to <name> = <stem><ext>, which a process killed
@@ -52,18 +52,11 @@ def _is_within(path: Path, folder: Path) -> bool:
 
 
 def _list_images(folder: Path, recursive: bool, skip: list[Path]) -> list[Path]:
-    """Image files of ``folder`` (sorted), leaving out hidden files and anything inside a ``skip`` folder
+    """Image files of ``folder`` (sorted, hidden files left out), leaving out anything inside a ``skip`` folder
     (resolved paths)."""
-    pattern = "**/*" if recursive else "*"
     resolved: dict[Path, Path] = {}
-    found = []
-    for path in folder.glob(pattern):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith(".") or not path.is_file():
-            continue
-        parent = resolved.setdefault(path.parent, path.parent.resolve())
-        if not any(_is_within(parent, s) for s in skip):
-            found.append(path)
-    return sorted(found)
+    return [path for path in list_image_files(folder, recursive)
+            if not any(_is_within(resolved.setdefault(path.parent, path.parent.resolve()), s) for s in skip)]
 
 
 def _check_output_folder(output: Path, images: Path, masks: Path) -> Path:

@@ -1,16 +1,17 @@
 """Options shared by ``moebius inpaint`` and ``moebius batch``, and turning them into a pipeline call.
 
-Only the standard library is imported at module level, so building the parser (and ``--help``) stays fast.
+Only the standard library (and :mod:`moebius.weights.locations`, which needs nothing more) is imported at
+module level, so building the parser (and ``--help``) stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
+from ..weights.locations import DEFAULT_VARIANT, OFFICIAL_VARIANTS
+
 PRESETS = ("default", "official", "portrait")
-VARIANTS = ("pretrained", "ft_places2", "ft_celebahq", "ft_ffhq")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -20,7 +21,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="weights folder: official layout (<DIR>/<variant>/diffusion_pytorch_model.bin + <DIR>/vae/) "
                             "or one written by save_pretrained, or a hub id owner/name such as hustvl/Moebius "
                             "(default: $MOEBIUS_HOME or ~/.cache/moebius, else the small model bundled with moebius)")
-    group.add_argument("--variant", choices=VARIANTS, help="official checkpoint (default: ft_places2 if present)")
+    group.add_argument("--variant", choices=OFFICIAL_VARIANTS,
+                       help=f"official checkpoint (default: {DEFAULT_VARIANT} if present)")
     group.add_argument("--vae", metavar="DIR", help="VAE folder, if not <weights>/vae")
     group.add_argument("--local-files-only", action="store_true",
                        help="with a hub id as --weights: use the cached download only, never the network")
@@ -68,35 +70,14 @@ def call_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def resolve_device(name: str) -> str:
-    """``auto`` -> cuda (this process's LOCAL_RANK GPU under torchrun/accelerate), else mps, else cpu."""
-    import torch
-
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def check_dtype(device: str, dtype: str) -> None:
-    """Refuse float16 on the CPU (``moebius doctor`` lists it for CUDA and MPS only) with a one-line InputError."""
-    from ..errors import InputError
-
-    if dtype == "float16" and device.split(":")[0] == "cpu":
-        raise InputError("--dtype float16 is for CUDA and MPS; on the CPU use float32 or bfloat16")
-
-
 def choose_weights(weights: str | None) -> str:
     """What to load: ``--weights`` when given; else the official weights folder ($MOEBIUS_HOME or
     ~/.cache/moebius) when it holds weights; else the small model bundled with the package, said once on
     stderr; else the official folder anyway, whose loading error says which files to put where."""
     import sys
 
-    from ..pipeline.loading import default_weights_dir, holds_weights
     from ..weights import default_model_dir
+    from ..weights.locations import default_weights_dir, holds_weights
 
     if weights:
         return weights
@@ -112,21 +93,10 @@ def choose_weights(weights: str | None) -> str:
 
 def load_pipeline(args: argparse.Namespace) -> Any:
     """Build the pipeline the model options describe, on the chosen device and dtype."""
-    import torch
+    from ..pipeline.builder import build_pipeline
 
-    from ..errors import InputError
-    from ..pipeline.pipeline import MoebiusInpaintPipeline
-
-    device = resolve_device(args.device)
-    check_dtype(device, args.dtype)
-    weights = choose_weights(args.weights)
-    pipe = MoebiusInpaintPipeline.from_pretrained(weights, variant=args.variant, vae=args.vae, fast=not args.no_fast,
-                                                  local_files_only=args.local_files_only)
-    try:
-        pipe.to(device, getattr(torch, args.dtype))
-    except (RuntimeError, AssertionError, ValueError) as exc:  # unknown or unavailable device
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"cannot use device {device!r}: {detail}") from None
+    pipe = build_pipeline(choose_weights(args.weights), variant=args.variant, vae=args.vae, device=args.device,
+                          dtype=args.dtype, fast=not args.no_fast, local_files_only=args.local_files_only)
     pipe.set_progress_bar_config(disable=True if args.quiet else None)
     return pipe
 

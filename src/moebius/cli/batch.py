@@ -54,7 +54,7 @@ failures:
 _PER_IMAGE_ERRORS = (MoebiusError, ValueError, RuntimeError, MemoryError, OSError)
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "batch", help="inpaint every image of a folder", epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

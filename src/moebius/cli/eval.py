@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
+from . import _options
 
 METHOD_CHOICES = ("telea", "navier-stokes", "biharmonic", "identity", "moebius")
 
@@ -51,6 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     what.add_argument("--weights", metavar="DIR", help="with --method moebius: the weights folder (default: as "
                                                        "moebius inpaint, the official weights, else the bundled model)")
     what.add_argument("--variant", help="with --method moebius: official checkpoint variant")
+    what.add_argument("--vae", metavar="DIR", help="with --method moebius: VAE folder, if not <weights>/vae")
+    what.add_argument("--dtype", default="float32", choices=_options.DTYPES,
+                      help="with --method moebius: network precision (default float32)")
+    what.add_argument("--no-fast", action="store_true",
+                      help="with --method moebius: run the reference U-Net instead of the fast path")
     what.add_argument("--preset", default="default", help="with --method moebius: inference preset (default)")
     what.add_argument("--steps", type=int, help="with --method moebius: DDIM steps")
     what.add_argument("--guidance", type=float, help="with --method moebius: classifier-free guidance scale "
@@ -131,45 +137,15 @@ def _config(args: argparse.Namespace, benchmark=None, **overrides):
 
 
 def _make_method(args: argparse.Namespace):
-    """``name -> (inpainter, description)``, building each method once (a model is loaded once)."""
-    built: dict[str, tuple] = {}
+    """``name -> (inpainter, description)`` for ``--method``; ``moebius`` uses the model options."""
+    from ..eval.methods import MoebiusSettings, method_factory
 
-    def make(name: str):
-        if name not in built:
-            if name == "moebius":
-                built[name] = _moebius_inpainter(args)
-            else:
-                from ..eval.baselines import describe, get_method
+    def moebius() -> MoebiusSettings:
+        return MoebiusSettings(weights=_options.choose_weights(args.weights), variant=args.variant, vae=args.vae,
+                               device=args.device, dtype=args.dtype, fast=not args.no_fast, preset=args.preset,
+                               steps=args.steps, guidance=args.guidance, seed=args.seed)
 
-                built[name] = (get_method(name), describe(name))
-        return built[name]
-
-    return make
-
-
-def _moebius_inpainter(args: argparse.Namespace):
-    """Wrap the pipeline as ``(image, mask) -> image`` with a fixed seed; describe its settings."""
-    from ..pipeline import MoebiusInpaintPipeline
-    from ._options import choose_weights
-
-    weights = choose_weights(args.weights)
-    device = None if args.device == "cpu" else args.device
-    pipe = MoebiusInpaintPipeline.from_pretrained(weights, variant=args.variant, device=device)
-    pipe.set_progress_bar_config(disable=True)
-    options = {"preset": args.preset, "seed": args.seed}
-    if args.steps:
-        options["num_inference_steps"] = args.steps
-    if args.guidance is not None:
-        options["guidance_scale"] = args.guidance
-
-    def inpaint(image, mask):
-        return pipe(image, mask, **options).images[0]
-
-    guidance = "preset" if args.guidance is None else args.guidance
-    details = (f"MoebiusInpaintPipeline weights={weights} variant={args.variant or 'default'} "
-               f"preset={args.preset} steps={args.steps or 'preset'} guidance={guidance} seed={args.seed} "
-               "(strength: the preset's)")
-    return inpaint, details
+    return method_factory(moebius)
 
 
 def _run_folder(args: argparse.Namespace, method: str | None) -> int:

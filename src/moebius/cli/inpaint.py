@@ -8,7 +8,7 @@ from pathlib import Path
 from . import _options
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "inpaint", help="inpaint one image",
         description="Fill the white part of MASK in IMAGE. Without MASK, the image's transparent pixels are filled. "

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--weights", metavar="DIR",
                        help="weights folder (official layout or one written by save_pretrained); default: the "
                             "official weights in $MOEBIUS_HOME or ~/.cache/moebius, else the bundled small model")
-    group.add_argument("--variant", choices=_options.VARIANTS, help="official checkpoint variant")
+    group.add_argument("--variant", choices=_options.OFFICIAL_VARIANTS, help="official checkpoint variant")
     group.add_argument("--vae", metavar="DIR", help="VAE folder, if not <weights>/vae")
     group.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     group.add_argument("--dtype", default="float32", choices=_options.DTYPES,
@@ -52,7 +52,8 @@ def settings_from_args(args: argparse.Namespace):
     import os
 
     from ..errors import ConfigError, InputError
-    from ..pipeline.loading import holds_weights
+    from ..pipeline.builder import check_dtype, resolve_device
+    from ..weights.locations import holds_weights
 
     try:
         from ..serve.app import ServeSettings
@@ -67,8 +68,8 @@ def settings_from_args(args: argparse.Namespace):
             raise InputError(f"{flag} must be positive, got {value}")
     if args.weights is not None and not Path(args.weights).expanduser().exists():
         raise InputError(f"--weights {args.weights}: no such folder")
-    device = _options.resolve_device(args.device)
-    _options.check_dtype(device, args.dtype)
+    device = resolve_device(args.device)
+    check_dtype(device, args.dtype)
     weights = _options.choose_weights(args.weights)
     if args.weights is None and not holds_weights(Path(weights)):
         raise ConfigError(f"no model to serve: pass --weights DIR (a folder with the Moebius weights) or put the "

@@ -108,7 +108,7 @@ def run_train_autoencoder(args: argparse.Namespace) -> int:
 
 def run_gen_masks(args: argparse.Namespace) -> int:
     from ..errors import InputError
-    from ..train.masks import write_mask_set
+    from ..mask_generators import write_mask_set
 
     size = None
     if args.size:

@@ -7,10 +7,10 @@ import importlib.util
 import platform
 from pathlib import Path
 
-from . import _options
+from ..weights.locations import DEFAULT_VARIANT, OFFICIAL_VARIANTS
 
 
-def add_parsers(commands: argparse._SubParsersAction) -> None:
+def register(commands: argparse._SubParsersAction) -> None:
     doctor = commands.add_parser("doctor", help="show torch, devices, dtypes and where weights are looked for")
     doctor.add_argument("--weights", metavar="DIR", help="weights folder to inspect (default: $MOEBIUS_HOME or ~/.cache/moebius)")
     doctor.set_defaults(run=run_doctor)
@@ -19,14 +19,14 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         "download", help="download the official weights from the Hugging Face hub",
         description="Fetch hf.co/hustvl/Moebius/<variant>/ and hf.co/hustvl/PixelHacker/vae/ into the official "
                     "layout (needs the huggingface_hub package and a network connection).")
-    download.add_argument("--variant", default="ft_places2", choices=(*_options.VARIANTS, "all"))
+    download.add_argument("--variant", default=DEFAULT_VARIANT, choices=(*OFFICIAL_VARIANTS, "all"))
     download.add_argument("--weights", metavar="DIR", help="target folder (default: $MOEBIUS_HOME or ~/.cache/moebius)")
     download.add_argument("--local-files-only", action="store_true", help="only check the hub cache, no network")
     download.set_defaults(run=run_download)
 
 
 def _inspect_weights(root: Path) -> list[str]:
-    from ..pipeline.loading import OFFICIAL_VARIANTS, PIPELINE_FILE, VAE_WEIGHT_NAMES
+    from ..weights.locations import PIPELINE_FILE, VAE_WEIGHT_NAMES
 
     if not root.is_dir():
         return ["(folder does not exist)"]
@@ -45,8 +45,9 @@ def run_doctor(args: argparse.Namespace) -> int:
     import torch
 
     from .. import __version__
-    from ..pipeline.loading import default_weights_dir
+    from ..pipeline.builder import resolve_device
     from ..weights import default_model_dir
+    from ..weights.locations import default_weights_dir
 
     root = Path(args.weights) if args.weights else default_weights_dir()
     cuda = torch.cuda.is_available()
@@ -59,7 +60,7 @@ def run_doctor(args: argparse.Namespace) -> int:
         ("cuda", ", ".join(f"{i}: {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count()))
          if cuda else "not available"),
         ("mps", "available" if mps else "not available"),
-        ("device (auto)", _options.resolve_device("auto")),
+        ("device (auto)", resolve_device("auto")),
         ("dtypes", "float32 (default), bfloat16" + (", float16" if cuda or mps else "")),
         ("huggingface_hub", "installed" if importlib.util.find_spec("huggingface_hub") else
          "not installed (moebius download needs it; manual download works without)"),
@@ -75,10 +76,10 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from ..pipeline.loading import default_weights_dir, fetch_official
+    from ..weights.locations import default_weights_dir, fetch_official
 
     root = Path(args.weights) if args.weights else default_weights_dir()
-    variants = _options.VARIANTS if args.variant == "all" else (args.variant,)
+    variants = OFFICIAL_VARIANTS if args.variant == "all" else (args.variant,)
     fetch_official(root, variants, args.local_files_only)
     print(f"weights in {root}: {', '.join(variants)} + vae")
     return 0

@@ -10,8 +10,8 @@ A *mask source* is any callable ``(name, (width, height)) -> PIL "L" image`` (25
   512 px and resized (nearest) to the image, so the 256² mask of a photo is its 512² mask scaled down. This is *not* LaMa's, MAT's or
   CoModGAN's generator; a benchmark that needs those uses their published mask files.
 
-* :class:`LamaMasks`: the training package's LaMa-style presets (``thin_256`` ... ``thick_512``,
-  :mod:`moebius.train.masks`), seeded by ``(seed, name)`` the same way.
+* :class:`LamaMasks`: the LaMa-style presets training draws from (``thin_256`` ... ``thick_512``,
+  :mod:`moebius.mask_generators`), seeded by ``(seed, name)`` the same way.
 
 :func:`mask_source` picks one from a preset name. Any other callable with the same signature plugs in.
 """
@@ -111,20 +111,20 @@ def _name_rng(seed: int, name: str) -> np.random.Generator:
 
 @dataclass
 class LamaMasks:
-    """LaMa-style strokes-or-boxes masks from :mod:`moebius.train.masks` (its presets scale with image size)."""
+    """LaMa-style strokes-or-boxes masks from :mod:`moebius.mask_generators` (its presets scale with image size)."""
 
     preset: str = "thick_512"
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from ..train.masks import PRESETS as TRAIN_PRESETS
+        from ..mask_generators import PRESETS as TRAIN_PRESETS
 
         if self.preset not in TRAIN_PRESETS:
             raise InputError(f"unknown LaMa mask preset {self.preset!r}; choose from {', '.join(TRAIN_PRESETS)}")
-        self.description = f"moebius.train.masks LaMa-style preset {self.preset}, seed {self.seed}"
+        self.description = f"moebius.mask_generators LaMa-style preset {self.preset}, seed {self.seed}"
 
     def __call__(self, name: str, size: tuple[int, int]) -> Image.Image:
-        from ..train.masks import MaskGenerator
+        from ..mask_generators import MaskGenerator
 
         hole = MaskGenerator(self.preset)(size[1], size[0], _name_rng(self.seed, name))  # (H, W) float, 1 = hole
         return Image.fromarray(np.where(hole > 0.5, 255, 0).astype(np.uint8))
@@ -134,7 +134,7 @@ def mask_source(preset: str, seed: int = 0) -> MaskSource:
     """``mixed``/``small``/``large``/``40-50`` -> :class:`GeneratedMasks`; a LaMa preset name -> :class:`LamaMasks`."""
     if preset in PRESETS:
         return GeneratedMasks(preset, seed)
-    from ..train.masks import PRESETS as TRAIN_PRESETS
+    from ..mask_generators import PRESETS as TRAIN_PRESETS
 
     if preset in TRAIN_PRESETS:
         return LamaMasks(preset, seed)

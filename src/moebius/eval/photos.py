@@ -20,14 +20,15 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from ..errors import InputError
 from .masks import GeneratedMasks, MaskSource
+from .methods import MethodFactory, method_factory
 from .report import markdown_table
-from .runner import Backends, EvalConfig, Inpainter, Sample, evaluate
+from .runner import Backends, EvalConfig, Sample, evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def run_photo_benchmark(out_dir: Path, methods: Sequence[str] = DEFAULT_METHODS,
                         resolutions: Sequence[int] = DEFAULT_RESOLUTIONS, *, photos_dir: Path | None = None,
                         masks_per_image: int = 2, limit: int | None = None, mask_source: MaskSource | None = None,
                         config: EvalConfig | None = None,
-                        make_method: Callable[[str], tuple[Inpainter, str]] | None = None) -> dict:
+                        make_method: MethodFactory | None = None) -> dict:
     """Run every method at every resolution on the held-out photos; write the reports and the summary table.
 
     Args:
@@ -98,7 +99,7 @@ def run_photo_benchmark(out_dir: Path, methods: Sequence[str] = DEFAULT_METHODS,
     samples = photo_samples(paths, masks_per_image)
     masks = mask_source or GeneratedMasks("mixed", seed=0)
     base = config or EvalConfig()
-    make_method = make_method or _baseline
+    make_method = make_method or method_factory()
     backends = Backends()
     results = []
     for res in resolutions:
@@ -120,12 +121,6 @@ def run_photo_benchmark(out_dir: Path, methods: Sequence[str] = DEFAULT_METHODS,
     (Path(out_dir) / "photos_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (Path(out_dir) / "photos_summary.md").write_text(summary_markdown(summary))
     return summary
-
-
-def _baseline(name: str) -> tuple[Inpainter, str]:
-    from .baselines import describe, get_method
-
-    return get_method(name), describe(name)
 
 
 def summary_markdown(summary: dict) -> str:

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import InputError
-from ..image_files import IMAGE_SUFFIXES
+from ..image_files import list_image_files
 from . import metrics as M
 from .masks import MaskSource
 from .report import markdown_table, write_report  # noqa: F401 (markdown_table: re-exported)
@@ -105,11 +105,10 @@ def list_images(folder: Path, names: Sequence[str] | None = None) -> dict[str, P
     if not folder.is_dir():
         raise InputError(f"image folder not found: {folder}")
     found: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
-            if p.stem in found:
-                raise InputError(f"two images share the name {p.stem!r} in {folder}: {found[p.stem].name}, {p.name}")
-            found[p.stem] = p
+    for p in list_image_files(folder):
+        if p.stem in found:
+            raise InputError(f"two images share the name {p.stem!r} in {folder}: {found[p.stem].name}, {p.name}")
+        found[p.stem] = p
     if names is not None:
         missing = [n for n in names if n not in found]
         if missing:
@@ -196,7 +195,7 @@ def load_backends(config: EvalConfig, backends: Backends | None = None) -> Backe
 
         backends.inception = InceptionFeatures(config.fid_weights, resize=config.fid_resize, device=config.device)
     if backends.lpips is None and "lpips" in config.metrics:
-        from .lpips import load_lpips
+        from ..perceptual.lpips import load_lpips
 
         backends.lpips = load_lpips(config.lpips_net, config.lpips_variant, weights=config.lpips_weights,
                                     backbone=config.lpips_backbone, head=config.lpips_head).to(config.device)

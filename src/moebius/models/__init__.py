@@ -1,6 +1,7 @@
 """Model definitions: the Moebius student, the PixelHacker teacher, the VAE, and their presets."""
 
-from ._registry import create_model, get_config, list_models
+from ._registry import Family, config_from_dict, config_to_dict, create_model, get_config, get_family, list_models
 from .denoiser import DenoiserOutput, LatentCategoryDenoiser
 
-__all__ = ["DenoiserOutput", "LatentCategoryDenoiser", "create_model", "get_config", "list_models"]
+__all__ = ["DenoiserOutput", "Family", "LatentCategoryDenoiser", "config_from_dict", "config_to_dict", "create_model",
+           "get_config", "get_family", "list_models"]

@@ -60,16 +60,16 @@ class MoebiusDownBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, config: MoebiusConfig, grid_size: int, downsample: bool) -> None:
         super().__init__()
-        c = config
         # Declared before the resnets: the official state_dict lists attentions first.
         self.attentions = nn.ModuleList(
-            [LLMITransformer(out_channels, c.cross_attention_dim, grid_size, c.heads, c.category_tokens,
-                             c.norm_num_groups, c.local_kernel_size, c.ffn_ratio)
-             for _ in range(c.layers_per_block)]
+            [LLMITransformer(out_channels, config.cross_attention_dim, grid_size, config.heads, config.category_tokens,
+                             config.norm_num_groups, config.local_kernel_size, config.ffn_ratio)
+             for _ in range(config.layers_per_block)]
         )
         self.resnets = nn.ModuleList(
-            [DWResnetBlock(in_channels if j == 0 else out_channels, out_channels, c.time_embed_dim, c.norm_num_groups)
-             for j in range(c.layers_per_block)]
+            [DWResnetBlock(in_channels if j == 0 else out_channels, out_channels, config.time_embed_dim,
+                           config.norm_num_groups)
+             for j in range(config.layers_per_block)]
         )
         self.downsamplers = nn.ModuleList([Downsample(out_channels)]) if downsample else None
 
@@ -90,15 +90,15 @@ class MoebiusUpBlock(nn.Module):
     def __init__(self, prev_channels: int, out_channels: int, skip_channels: list[int], config: MoebiusConfig,
                  grid_size: int, upsample: bool) -> None:
         super().__init__()
-        c = config
         # Declared before the resnets: the official state_dict lists attentions first.
         self.attentions = nn.ModuleList(
-            [LLMITransformer(out_channels, c.cross_attention_dim, grid_size, c.heads, c.category_tokens,
-                             c.norm_num_groups, c.local_kernel_size, c.ffn_ratio)
+            [LLMITransformer(out_channels, config.cross_attention_dim, grid_size, config.heads, config.category_tokens,
+                             config.norm_num_groups, config.local_kernel_size, config.ffn_ratio)
              for _ in skip_channels]
         )
         self.resnets = nn.ModuleList(
-            [DWResnetBlock((prev_channels if j == 0 else out_channels) + skip, out_channels, c.time_embed_dim, c.norm_num_groups)
+            [DWResnetBlock((prev_channels if j == 0 else out_channels) + skip, out_channels, config.time_embed_dim,
+                           config.norm_num_groups)
              for j, skip in enumerate(skip_channels)]
         )
         self.upsamplers = nn.ModuleList([Upsample(out_channels)]) if upsample else None

@@ -31,11 +31,12 @@ from PIL import Image
 
 from ..errors import InputError
 from ..models.vae import AutoencoderKL
+from ..schedulers.ddim import DDIMConfig, strength_start_index
+from ..weights.locations import resolve_source
 from . import blend, hd, masks
 from ._progress import ProgressBar
-from .ddim import DDIMConfig, strength_start_index
 from .image_io import ImageData, ImageInput, mask_from_alpha, match_mask_size, to_image_data, to_mask_array
-from .loading import PipelineParts, check_call_defaults, load_pipeline_parts, resolve_source, save_pipeline
+from .loading import PipelineParts, check_call_defaults, load_pipeline_parts, save_pipeline
 from .noise import NoiseDraws, NoiseSource, resolve_generators
 from .output import InpaintMetadata, InpaintOutput
 from .prefill import classical_fill

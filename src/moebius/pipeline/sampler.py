@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from ..models.denoiser import BACKGROUND_IDS, FOREGROUND_IDS
 from ..models.vae import AutoencoderKL
-from .ddim import DDIMConfig, DDIMScheduler, cfg_combine
+from ..schedulers.ddim import DDIMConfig, DDIMScheduler, cfg_combine
 from .masks import latent_mask
 from .presets import InpaintPreset
 

@@ -15,18 +15,11 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
 from ..pipeline.image_io import ImageData, to_image_data, to_mask_array, write_image
+from .errors import HTTPProblem
 
 _MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "BMP": "image/bmp", "TIFF": "image/tiff",
          "GIF": "image/png"}
 _WRITE_AS = {"GIF": "PNG", "MPO": "JPEG"}  # formats we read but answer in another
-
-
-class HTTPProblem(Exception):
-    """A request the server refuses: ``status`` (4xx/5xx), a one-line ``message``, optional headers."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
 
 
 @dataclass

@@ -16,15 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import InputError, MoebiusError
-from ._images import HTTPProblem
+from ..errors import MoebiusError
+from . import iopaint_compat, routes
 from ._runner import PipelineRunner
 from .batching import MicroBatcher
+from .errors import HTTPProblem, add_error_handlers, error_response
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +72,8 @@ def create_app(settings: ServeSettings | None = None, *, pipeline: Any = None) -
                   description="Inpaint images with Moebius. White (255) in the mask means *fill*. Native API under "
                               "`/v1`; IOPaint's dialect at `/api/v1/inpaint`; the editor at `/`.")
     app.state.settings = settings
-    _add_error_handlers(app)
+    add_error_handlers(app)
     _add_guards(app, settings)
-
-    from . import iopaint_compat, routes
 
     app.include_router(routes.router)
     app.include_router(iopaint_compat.router)
@@ -88,19 +84,12 @@ def create_app(settings: ServeSettings | None = None, *, pipeline: Any = None) -
 
 
 def _load(settings: ServeSettings) -> Any:
-    import torch
-
-    from ..pipeline.pipeline import MoebiusInpaintPipeline
+    from ..pipeline.builder import build_pipeline
 
     if settings.weights is None:
         raise MoebiusError("no weights configured")
-    pipe = MoebiusInpaintPipeline.from_pretrained(settings.weights, variant=settings.variant, vae=settings.vae,
-                                                  fast=settings.fast)
-    try:
-        pipe.to(settings.device, getattr(torch, settings.dtype))
-    except (RuntimeError, AssertionError, ValueError) as exc:  # unknown or unavailable device
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"cannot use device {settings.device!r}: {detail}") from None
+    pipe = build_pipeline(settings.weights, variant=settings.variant, vae=settings.vae, device=settings.device,
+                          dtype=settings.dtype, fast=settings.fast)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -109,53 +98,6 @@ def _version() -> str:
     from .. import __version__
 
     return __version__
-
-
-# ----------------------------------------------------------------------------------------------------
-# Errors: every failure is JSON {"error": "..."} with a 4xx (or 503/504) status
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None, detail: list | None = None):
-    body: dict[str, Any] = {"error": message}
-    if detail:
-        body["detail"] = detail
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(HTTPProblem)
-    async def _problem(request: Request, exc: HTTPProblem):
-        return _error(exc.status, exc.message, exc.headers)
-
-    @app.exception_handler(MoebiusError)
-    async def _moebius(request: Request, exc: MoebiusError):
-        return _error(422, str(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError):
-        return _error(422, describe_validation(exc.errors()), detail=_jsonable(exc.errors()))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException):
-        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
-
-
-def describe_validation(errors: list[dict[str, Any]]) -> str:
-    """Pydantic's error list as one line: ``unknown field 'hd_stratgy'; num_inference_steps: ...``."""
-    parts = []
-    for err in errors[:5]:
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "form")]
-        name = ".".join(loc) or "request"
-        if err.get("type") == "extra_forbidden":
-            parts.append(f"unknown field {name!r}")
-        else:
-            parts.append(f"{name}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
-
-
-def _jsonable(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: (v if isinstance(v, (str, int, float, list, tuple, type(None))) else str(v))
-             for k, v in err.items() if k != "ctx"} for err in errors]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -172,8 +114,8 @@ def _add_guards(app: FastAPI, settings: ServeSettings) -> None:
             path = request.url.path
             guarded = path.startswith(("/v1/", "/api/")) and path != "/v1/health"
             if guarded and not _key_ok(request, key):
-                return _error(401, "missing or wrong API key: send it as 'X-API-Key: <key>' or "
-                                   "'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"})
+                return error_response(401, "missing or wrong API key: send it as 'X-API-Key: <key>' or "
+                                           "'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"})
             return await call_next(request)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -209,7 +151,7 @@ class BodyLimit:
                 except ValueError:
                     declared = 0
                 if declared > limit:
-                    return await _error(413, message)(scope, receive, send)
+                    return await error_response(413, message)(scope, receive, send)
         seen = 0
         started = False
 
@@ -232,4 +174,4 @@ class BodyLimit:
             await self.app(scope, counting_receive, tracking_send)
         except HTTPProblem as exc:
             if not started:
-                await _error(exc.status, exc.message)(scope, receive, send)
+                await error_response(exc.status, exc.message)(scope, receive, send)

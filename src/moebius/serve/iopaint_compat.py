@@ -24,8 +24,8 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from . import _images
-from ._images import HTTPProblem
-from .routes import _ERRORS, result_headers, run_job
+from .errors import ERROR_RESPONSES, HTTPProblem
+from .routes import result_headers, run_job
 from .schemas import IOPaintInpaintRequest
 
 router = APIRouter()
@@ -54,7 +54,7 @@ def chosen(req: IOPaintInpaintRequest, field: str) -> float | int | None:
 
 
 @router.post("/api/v1/inpaint", tags=["iopaint"], response_class=Response,
-             responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}, **_ERRORS})
+             responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}, **ERROR_RESPONSES})
 async def iopaint_inpaint(req: IOPaintInpaintRequest, request: Request) -> Response:
     """IOPaint's ``/api/v1/inpaint``: base64 image and mask in, image bytes out (``X-Seed`` header)."""
     settings = request.app.state.settings

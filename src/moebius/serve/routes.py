@@ -14,19 +14,11 @@ from starlette.datastructures import UploadFile
 
 from ..pipeline.presets import get_preset, list_presets
 from . import _images
-from ._images import HTTPProblem
 from .batching import Job, QueueFull, RequestTimeout
-from .schemas import ErrorResponse, Health, InpaintOptions, ModelInfo, Models, Progress
+from .errors import ERROR_RESPONSES, HTTPProblem, describe_validation
+from .schemas import Health, InpaintOptions, ModelInfo, Models, Progress
 
 router = APIRouter()
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": text} for code, text in (
-        (401, "missing or wrong API key"), (413, "upload or image dimensions too large"),
-        (422, "not an image, damaged, mask of another size, or an invalid or unknown option"),
-        (503, "queue full; see Retry-After"), (504, "not answered within the request timeout"))
-}
-
 
 def _multipart_schema() -> dict[str, Any]:
     options = InpaintOptions.model_json_schema()
@@ -44,7 +36,7 @@ def _multipart_schema() -> dict[str, Any]:
     "/v1/inpaint", tags=["inpaint"], response_class=Response, openapi_extra=_multipart_schema(),
     responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}},
                      "description": "the inpainted image in the input's format; seed in X-Seed, how it was made in "
-                                    "X-Moebius-Metadata (and a PNG text chunk)"}, **_ERRORS})
+                                    "X-Moebius-Metadata (and a PNG text chunk)"}, **ERROR_RESPONSES})
 async def inpaint(request: Request) -> Response:
     """Fill the white part of ``mask`` in ``image``. Unknown form fields are refused with 422."""
     settings = request.app.state.settings
@@ -72,8 +64,6 @@ async def inpaint(request: Request) -> Response:
     try:
         options = InpaintOptions(**fields)
     except ValidationError as exc:
-        from .app import describe_validation
-
         raise HTTPProblem(422, describe_validation(exc.errors())) from None
     upload, mask = await run_in_threadpool(_decode, files["image"], files.get("mask"), options, settings.max_pixels)
     image, meta = await run_job(request, _images.pipeline_input(upload), mask, options.seed, options.preset,

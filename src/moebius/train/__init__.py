@@ -1,7 +1,8 @@
 """Training: adaptive multi-granularity distillation of the Moebius student from PixelHacker.
 
 ``moebius.train.config`` holds the typed configuration, ``trainer`` the accelerate loop; ``losses``,
-``elatentlpips``, ``optim``, ``ema``, ``masks`` and ``data`` are its parts. Nothing heavy is imported here:
+``optim``, ``ema`` and ``data`` are its parts (masks and E-LatentLPIPS come from ``moebius.mask_generators``
+and ``moebius.perceptual``). Nothing heavy is imported here:
 ``import moebius.train`` does not import accelerate.
 """
 

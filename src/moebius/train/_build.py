@@ -16,8 +16,7 @@ logger = logging.getLogger("moebius.train")
 
 
 def _preset_config(preset: str, overrides: dict[str, Any], key: str) -> Any:
-    from ..models import get_config
-    from ..models.families import config_from_dict, config_to_dict
+    from ..models import config_from_dict, config_to_dict, get_config
 
     base = config_to_dict(get_config(preset))
     unknown = sorted(set(overrides) - set(base) - {"family"})
@@ -31,7 +30,7 @@ def build_denoiser(preset: str, overrides: dict[str, Any], weights: str | None, 
 
     ``kind`` ("moebius" / "pixelhacker") is required of the result; None accepts either family.
     """
-    from ..models.families import get_family
+    from ..models import get_family
 
     if weights is not None:
         if overrides:
@@ -66,7 +65,7 @@ def build_vae_encoder(config: VAESettings) -> nn.Module:
     from ..models.vae import OFFICIAL_VAE_CONFIG, TINY_VAE_CONFIG, AutoencoderKL
 
     if config.weights is not None:
-        from ..pipeline.loading import load_vae
+        from ..weights.vae import load_vae
 
         vae = load_vae(config.weights)
     else:
@@ -91,7 +90,7 @@ def build_perceptual(config: PerceptualConfig, weight: float, warn: bool) -> nn.
                            "loss (loss.perceptual_weight=%s is ignored). Put the released sdxl_latest_vgg16_tuned.pth "
                            "there to enable it.", where, weight)
         return None
-    from .elatentlpips import load_elatentlpips
+    from ..perceptual.elatentlpips import load_elatentlpips
 
     return load_elatentlpips(config.weights)
 

@@ -203,31 +203,31 @@ class AutoencoderTrainer:
         except ImportError:
             raise ConfigError("training needs accelerate: pip install 'moebius-inpaint[train]'") from None
         from .data import KeySampler
-        from .masks import list_images
+        from ..mask_generators import list_images
 
-        self.config = c = config
+        self.config = config
         on_cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
-        self.acc = Accelerator(mixed_precision=c.mixed_precision, cpu=on_cpu)
-        self.out = Path(c.run.output_dir)
-        torch.manual_seed(c.run.seed)
-        self.model = build_autoencoder(c.model)
-        if c.model.init_weights:
-            self._load_initial(Path(c.model.init_weights))
+        self.acc = Accelerator(mixed_precision=config.mixed_precision, cpu=on_cpu)
+        self.out = Path(config.run.output_dir)
+        torch.manual_seed(config.run.seed)
+        self.model = build_autoencoder(config.model)
+        if config.model.init_weights:
+            self._load_initial(Path(config.model.init_weights))
         self.perceptual = None
-        if c.loss.perceptual_weight > 0:
-            from ..eval.lpips import load_lpips
+        if config.loss.perceptual_weight > 0:
+            from ..perceptual.lpips import load_lpips
 
             self.perceptual = load_lpips("vgg", "shift-tolerant").to(self.acc.device)
-        paths = [p for folder in c.data.image_dirs for p in list_images(folder)]
-        dataset = ImageCrops(paths, c.data, c.run.seed)
-        sampler = KeySampler(c.data.batch_size, self.acc.process_index, self.acc.num_processes)
-        self.loader = torch.utils.data.DataLoader(dataset, batch_size=c.data.batch_size, sampler=sampler,
-                                                  num_workers=c.data.num_workers, drop_last=True,
-                                                  persistent_workers=c.data.num_workers > 0)
+        paths = [p for folder in config.data.image_dirs for p in list_images(folder)]
+        dataset = ImageCrops(paths, config.data, config.run.seed)
+        sampler = KeySampler(config.data.batch_size, self.acc.process_index, self.acc.num_processes)
+        self.loader = torch.utils.data.DataLoader(dataset, batch_size=config.data.batch_size, sampler=sampler,
+                                                  num_workers=config.data.num_workers, drop_last=True,
+                                                  persistent_workers=config.data.num_workers > 0)
         self.history: list[dict[str, float]] = []
 
     def _load_initial(self, folder: Path) -> None:
-        from ..pipeline.loading import load_vae
+        from ..weights.vae import load_vae
 
         if self.config.model.kind != "kl":
             raise ConfigError("model.init_weights: only a kl autoencoder starts from weights")
@@ -248,8 +248,7 @@ class AutoencoderTrainer:
 
     def run(self) -> Path:
         """Train or fit, save ``<output_dir>/autoencoder/`` and ``summary.json``; -> the autoencoder folder."""
-        c = self.config
-        if c.model.kind == "space_to_depth":
+        if self.config.model.kind == "space_to_depth":
             self.model.fit(self._stats_batches())
             summary: dict[str, Any] = {"kind": "space_to_depth", "steps": 0}
         else:
@@ -257,23 +256,24 @@ class AutoencoderTrainer:
         return self._save(summary)
 
     def _train(self) -> dict[str, Any]:
-        c, lc = self.config, self.config.loss
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=c.optim.lr, betas=tuple(c.optim.betas), weight_decay=c.optim.weight_decay)
+        optim = self.config.optim
+        optimizer = torch.optim.AdamW(params, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay)
         # Through a module's forward, so that DDP (several processes) sees the whole computation.
         model, optimizer = self.acc.prepare(_Reconstruction(self.model.train()), optimizer)
         log_path = self.out / "logs" / "scalars.jsonl"
         if self.acc.is_main_process:
             log_path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = None if c.run.time_limit_minutes is None else time.monotonic() + 60 * c.run.time_limit_minutes
+        minutes = self.config.run.time_limit_minutes
+        deadline = None if minutes is None else time.monotonic() + 60 * minutes
         batches = iter(self.loader)
         step, start = 0, time.monotonic()
-        while step < c.run.max_steps:
+        while step < self.config.run.max_steps:
             if deadline is not None and time.monotonic() > deadline:
                 logger.info("run.time_limit_minutes reached at step %d", step)
                 break
             for group in optimizer.param_groups:
-                group["lr"] = c.optim.lr * _lr_factor(step, c.optim, c.run.max_steps)
+                group["lr"] = self.config.optim.lr * _lr_factor(step, self.config.optim, self.config.run.max_steps)
             x = next(batches).to(self.acc.device)
             with self.acc.autocast():
                 recon, mean, logvar = model(x)
@@ -281,18 +281,19 @@ class AutoencoderTrainer:
             l1 = (recon - x).abs().mean()
             mse = (recon - x).square().mean()
             kl = kl_divergence(mean.float(), logvar.float())
-            loss = lc.l1_weight * l1 + lc.mse_weight * mse + lc.kl_weight * kl
+            loss = self.config.loss.l1_weight * l1 + self.config.loss.mse_weight * mse + self.config.loss.kl_weight * kl
             perceptual = None
             if self.perceptual is not None:
                 perceptual = self.perceptual(recon, x).mean()
-                loss = loss + lc.perceptual_weight * perceptual
+                loss = loss + self.config.loss.perceptual_weight * perceptual
             self.acc.backward(loss)
-            if c.optim.max_grad_norm > 0:
-                self.acc.clip_grad_norm_(params, c.optim.max_grad_norm)
+            if self.config.optim.max_grad_norm > 0:
+                self.acc.clip_grad_norm_(params, self.config.optim.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            if self.acc.is_main_process and (step % c.run.log_every == 0 or step == c.run.max_steps):
+            if self.acc.is_main_process and (step % self.config.run.log_every == 0
+                                             or step == self.config.run.max_steps):
                 scalars = {"step": step, "loss": loss.item(), "l1": l1.item(), "kl": kl.item(),
                            "psnr": psnr(recon.detach(), x), "seconds": time.monotonic() - start}
                 if perceptual is not None:
@@ -324,7 +325,7 @@ class AutoencoderTrainer:
         self.model.config = dataclasses.replace(self.model.config, scaling_factor=round(1.0 / std, 5))
 
     def _save(self, summary: dict[str, Any]) -> Path:
-        from ..pipeline.loading import save_vae
+        from ..weights.vae import save_vae
 
         folder = self.out / "autoencoder"
         if self.acc.is_main_process:

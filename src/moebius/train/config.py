@@ -103,7 +103,7 @@ class NoiseConfig:
     logit_std: float = 1.0
     noise_offset: float = 0.0357
     # The network's output and task target: "epsilon" (the official models; a distillation teacher must
-    # predict what its student does) or "v_prediction" (v = √ᾱ·ε − √(1−ᾱ)·x0, moebius.pipeline.ddim).
+    # predict what its student does) or "v_prediction" (v = √ᾱ·ε − √(1−ᾱ)·x0, moebius.schedulers.ddim).
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     # Timesteps are drawn from [0, max_timestep): below the scheduler's 1000, a refiner that only ever
     # denoises a pre-filled image from low noise (pipeline strength <= max_timestep / 1000).
@@ -275,41 +275,43 @@ def _coerce(value: Any, hint: Any, path: str) -> Any:
 
 def validate(config: TrainConfig) -> None:
     """Range checks that a type cannot express."""
-    from .masks import PRESETS
+    from ..mask_generators import PRESETS
 
     def need(ok: bool, key: str, message: str) -> None:
         if not ok:
             raise ConfigError(f"{key}: {message}")
 
-    r, d, o, lo = config.run, config.data, config.optim, config.loss
-    need(r.max_steps >= 1, "run.max_steps", "must be at least 1")
-    need(r.log_every >= 1 and r.save_every >= 1, "run.log_every/save_every", "must be at least 1")
-    need(r.keep_last >= 0, "run.keep_last", "must be >= 0")
-    need(r.time_limit_minutes is None or r.time_limit_minutes > 0, "run.time_limit_minutes", "must be positive")
-    need(d.resolution >= 8 and d.resolution % 8 == 0, "data.resolution", "must be a positive multiple of 8")
-    need(d.batch_size >= 1, "data.batch_size", "must be at least 1")
-    need(d.num_workers >= 0, "data.num_workers", "must be >= 0")
-    need(d.mask_preset in PRESETS, "data.mask_preset", f"unknown preset; known: {', '.join(sorted(PRESETS))}")
-    for key in ("random_mask_p", "object_mask_p", "dilate_p", "flip_p", "min_hole_overlap"):
-        need(0.0 <= getattr(d, key) <= 1.0, f"data.{key}", "must lie in [0, 1]")
-    need(bool(d.dilate_kernels) and all(k >= 1 and k % 2 for k in d.dilate_kernels), "data.dilate_kernels",
-         "must be odd positive sizes")
-    need(bool(d.dilate_iterations) and all(i >= 1 for i in d.dilate_iterations), "data.dilate_iterations",
+    need(config.run.max_steps >= 1, "run.max_steps", "must be at least 1")
+    need(config.run.log_every >= 1 and config.run.save_every >= 1, "run.log_every/save_every", "must be at least 1")
+    need(config.run.keep_last >= 0, "run.keep_last", "must be >= 0")
+    need(config.run.time_limit_minutes is None or config.run.time_limit_minutes > 0, "run.time_limit_minutes",
          "must be positive")
+    need(config.data.resolution >= 8 and config.data.resolution % 8 == 0, "data.resolution",
+         "must be a positive multiple of 8")
+    need(config.data.batch_size >= 1, "data.batch_size", "must be at least 1")
+    need(config.data.num_workers >= 0, "data.num_workers", "must be >= 0")
+    need(config.data.mask_preset in PRESETS, "data.mask_preset", f"unknown preset; known: {', '.join(sorted(PRESETS))}")
+    for key in ("random_mask_p", "object_mask_p", "dilate_p", "flip_p", "min_hole_overlap"):
+        need(0.0 <= getattr(config.data, key) <= 1.0, f"data.{key}", "must lie in [0, 1]")
+    need(bool(config.data.dilate_kernels) and all(k >= 1 and k % 2 for k in config.data.dilate_kernels),
+         "data.dilate_kernels", "must be odd positive sizes")
+    need(bool(config.data.dilate_iterations) and all(i >= 1 for i in config.data.dilate_iterations),
+         "data.dilate_iterations", "must be positive")
     need(config.noise.logit_std > 0, "noise.logit_std", "must be positive")
-    from ..pipeline.ddim import DDIMConfig  # the schedule the trainer noises with
+    from ..schedulers.ddim import DDIMConfig  # the schedule the trainer noises with
 
     train_steps = DDIMConfig().num_train_timesteps
     need(0 < config.noise.max_timestep <= train_steps, "noise.max_timestep",
          f"must lie in [1, {train_steps}], the noise schedule's training timesteps")
     for key in ("task_weight", "output_kd_weight", "feature_kd_weight", "perceptual_weight"):
-        need(getattr(lo, key) >= 0, f"loss.{key}", "must be >= 0")
-    need(all(len(p) == 2 for p in lo.feature_pairs), "loss.feature_pairs", "each entry is [student, teacher]")
-    need(o.lr > 0, "optim.lr", "must be positive")
-    need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "two numbers in [0, 1)")
-    need(o.gradient_accumulation_steps >= 1, "optim.gradient_accumulation_steps", "must be at least 1")
-    need(o.milestones == sorted(o.milestones), "optim.milestones", "must be increasing")
-    need(o.max_grad_norm >= 0, "optim.max_grad_norm", "must be >= 0 (0 disables clipping)")
+        need(getattr(config.loss, key) >= 0, f"loss.{key}", "must be >= 0")
+    need(all(len(p) == 2 for p in config.loss.feature_pairs), "loss.feature_pairs", "each entry is [student, teacher]")
+    need(config.optim.lr > 0, "optim.lr", "must be positive")
+    need(len(config.optim.betas) == 2 and all(0 <= b < 1 for b in config.optim.betas), "optim.betas",
+         "two numbers in [0, 1)")
+    need(config.optim.gradient_accumulation_steps >= 1, "optim.gradient_accumulation_steps", "must be at least 1")
+    need(config.optim.milestones == sorted(config.optim.milestones), "optim.milestones", "must be increasing")
+    need(config.optim.max_grad_norm >= 0, "optim.max_grad_norm", "must be >= 0 (0 disables clipping)")
     need(0 < config.ema.decay < 1 and config.ema.every >= 1, "ema", "decay in (0, 1), every >= 1")
 
 

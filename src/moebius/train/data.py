@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, InputError
+from ..mask_generators import MaskGenerator, ObjectMasks, dilate, list_images, load_mask
 from ..models.denoiser import BACKGROUND_IDS, FOREGROUND_IDS
 from .config import DataConfig
-from .masks import MaskGenerator, ObjectMasks, dilate, list_images, load_mask
 
 logger = logging.getLogger(__name__)
 
@@ -167,33 +167,32 @@ class InpaintingDataset(torch.utils.data.Dataset):
         """Official ``_prepare_item`` + crop + flip + collate, with the masks drawn after cropping."""
         from PIL import Image
 
-        c = self.config
-        size = c.resolution
+        size = self.config.resolution
         with Image.open(item.image) as opened:
             image = resize_short_side(opened.convert("RGB"), size)
         pixels = np.array(image)  # (H, W, 3) uint8, writable (torch.from_numpy warns on a read-only view)
         h, w = pixels.shape[:2]
 
         own = None
-        if item.prompt == "foreground" or (item.mask is not None and rng.random() >= c.random_mask_p):
+        if item.prompt == "foreground" or (item.mask is not None and rng.random() >= self.config.random_mask_p):
             own = load_mask(item.mask, (h, w))
         # Square crop along the long axis, biased to keep the item's own hole.
         rows = own.any(axis=1) if own is not None else np.zeros(h, bool)
         cols = own.any(axis=0) if own is not None else np.zeros(w, bool)
-        top = hole_biased_start(h, size, rows, c.min_hole_overlap, rng)
-        left = hole_biased_start(w, size, cols, c.min_hole_overlap, rng)
+        top = hole_biased_start(h, size, rows, self.config.min_hole_overlap, rng)
+        left = hole_biased_start(w, size, cols, self.config.min_hole_overlap, rng)
         pixels = pixels[top:top + size, left:left + size]
         if own is not None:
             mask = own[top:top + size, left:left + size]
         else:
             mask = self.mask_generator(size, size, rng)
-        if item.prompt == "background" and c.object_mask_p > 0 and rng.random() < c.object_mask_p:
+        if item.prompt == "background" and self.config.object_mask_p > 0 and rng.random() < self.config.object_mask_p:
             extra = self.object_masks(size, size, rng)
-            mask = np.minimum(mask, extra) if c.object_mask_combine == "and" else np.maximum(mask, extra)
-        if rng.random() < c.dilate_p:
-            kernel = int(rng.choice(c.dilate_kernels))
-            mask = dilate(mask, kernel, int(rng.choice(c.dilate_iterations)))
-        if rng.random() < c.flip_p:
+            mask = np.minimum(mask, extra) if self.config.object_mask_combine == "and" else np.maximum(mask, extra)
+        if rng.random() < self.config.dilate_p:
+            kernel = int(rng.choice(self.config.dilate_kernels))
+            mask = dilate(mask, kernel, int(rng.choice(self.config.dilate_iterations)))
+        if rng.random() < self.config.flip_p:
             pixels, mask = pixels[:, ::-1], mask[:, ::-1]
 
         return {

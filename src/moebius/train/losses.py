@@ -44,7 +44,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..pipeline.ddim import PredictionType, split_prediction
+from ..schedulers.ddim import PredictionType, split_prediction
 from .config import AdaptiveConfig, LossConfig
 
 LOSS_NAMES = ("task", "output_kd", "feature_kd", "perceptual")

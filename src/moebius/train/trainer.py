@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch.profiler import record_function
 
 from ..errors import ConfigError
-from ..pipeline.ddim import DDIMConfig, scaled_linear_alphas_cumprod, velocity
+from ..schedulers.ddim import DDIMConfig, scaled_linear_alphas_cumprod, velocity
 from . import _build
 from ._state import capture_rng, load_state, restore_rng, save_state
 from .config import TrainConfig, dump_config
@@ -102,17 +102,17 @@ class Trainer:
             from accelerate import Accelerator
         except ImportError:
             raise ConfigError("training needs accelerate: pip install 'moebius-inpaint[train]'") from None
-        self.config = c = config
+        self.config = config
         # Without a GPU, accelerate only forms a process group (gloo) when told it runs on CPU.
         on_cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
-        self.acc = accelerator or Accelerator(mixed_precision=c.mixed_precision, cpu=on_cpu)
+        self.acc = accelerator or Accelerator(mixed_precision=config.mixed_precision, cpu=on_cpu)
         self.device = self.acc.device
         if self.device.type == "cuda":
             # Every step has the same shapes, so cuDNN's one-off search for the fastest convolution pays back.
             torch.backends.cudnn.benchmark = True
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         self.is_main = self.acc.is_main_process
-        self.run_dir = Path(c.run.output_dir)
+        self.run_dir = Path(config.run.output_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.history: list[dict[str, float]] = []
         self.step = 0
@@ -120,25 +120,26 @@ class Trainer:
         resume_from = self._resume_folder()
 
         # Same seed on every rank while building, so randomly initialised frozen nets agree everywhere.
-        torch.manual_seed(c.run.seed)
-        self.student = _build.build_student(c.model)
-        self.teacher = _build.build_teacher(c.model)
-        self.vae = _build.build_vae_encoder(c.vae)
-        lc = c.loss
-        self.perceptual = _build.build_perceptual(lc.perceptual, lc.perceptual_weight, warn=self.is_main)
-        self.active = [name for name, w in (("task", lc.task_weight), ("output_kd", lc.output_kd_weight),
-                                            ("feature_kd", lc.feature_kd_weight))
+        torch.manual_seed(config.run.seed)
+        self.student = _build.build_student(config.model)
+        self.teacher = _build.build_teacher(config.model)
+        self.vae = _build.build_vae_encoder(config.vae)
+        self.perceptual = _build.build_perceptual(config.loss.perceptual, config.loss.perceptual_weight,
+                                                  warn=self.is_main)
+        self.active = [name for name, w in (("task", config.loss.task_weight),
+                                            ("output_kd", config.loss.output_kd_weight),
+                                            ("feature_kd", config.loss.feature_kd_weight))
                        if w > 0 and (name == "task" or self.teacher is not None)]
         if self.perceptual is not None:
             self.active.append("perceptual")
         if not self.active:
             raise ConfigError("no loss is active: set loss.task_weight > 0 (or configure a teacher)")
 
-        if c.model.gradient_checkpointing:
+        if config.model.gradient_checkpointing:
             from ._modules import enable_gradient_checkpointing, student_checkpoint_blocks
 
             enable_gradient_checkpointing(self.student, student_checkpoint_blocks())
-        if c.model.sync_batchnorm and self.world > 1:
+        if config.model.sync_batchnorm and self.world > 1:
             from ._modules import sync_batchnorm
 
             sync_batchnorm(self.student)
@@ -152,23 +153,24 @@ class Trainer:
         from .ema import EMA
         from .optim import build_optimizer
 
-        self.optimizer = build_optimizer(self.student, c.optim)
-        self.ema = EMA(self.student, c.ema.decay, c.ema.warmup) if c.ema.enabled else None
+        self.optimizer = build_optimizer(self.student, config.optim)
+        self.ema = EMA(self.student, config.ema.decay, config.ema.warmup) if config.ema.enabled else None
         if resume_from is not None:
             self._load_checkpoint(resume_from)
         # Per-rank seed for anything outside the keyed streams (after a resume restored the generators).
         if resume_from is None:
-            torch.manual_seed(c.run.seed + 1 + self.rank)
-            np.random.seed((c.run.seed + 1 + self.rank) % 2**32)
+            torch.manual_seed(config.run.seed + 1 + self.rank)
+            np.random.seed((config.run.seed + 1 + self.rank) % 2**32)
 
         self.model = self.acc.prepare(self.student)
-        self.weighting = AdaptiveWeighting(lc, *self._probes(), reduce=self._mean_over_ranks if self.world > 1 else None)
+        self.weighting = AdaptiveWeighting(config.loss, *self._probes(),
+                                           reduce=self._mean_over_ranks if self.world > 1 else None)
         self._loader_iter = iter(self._make_loader())
         self._log = None
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(dump_config(c))
-            self._log = _ScalarLog(self.run_dir / "logs", c.run.tensorboard)
+            (self.run_dir / "config.yaml").write_text(dump_config(config))
+            self._log = _ScalarLog(self.run_dir / "logs", config.run.tensorboard)
             logger.info("training on %d process(es), global batch %d, losses: %s%s", self.world, self.global_batch,
                         ", ".join(self.active), f"; resumed at step {self.step}" if resume_from else "")
 
@@ -228,7 +230,7 @@ class Trainer:
 
     def _draw(self, keys: torch.Tensor, latent_hw: tuple[int, int]) -> dict[str, torch.Tensor]:
         """Per-sample randomness from each sample's own generator, stacked and moved to the device."""
-        from .elatentlpips import draw_augment_params
+        from ..perceptual.elatentlpips import draw_augment_params
 
         n = self.config.noise
         h, w = latent_hw
@@ -256,7 +258,6 @@ class Trainer:
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Forward both networks on one micro-batch; -> (total loss, detached log scalars)."""
-        c = self.config
         images, hole, masked = training_tensors(batch, self.device)
         b = images.shape[0]
         f = self.vae.config.downsample_factor
@@ -264,14 +265,14 @@ class Trainer:
         with record_function("moebius/draw"):
             draws = self._draw(batch["key"], hw)
 
-        vae_noise = torch.cat([draws["vae"][:, 0], draws["vae"][:, 1]]) if c.vae.sample_posterior else None
+        vae_noise = torch.cat([draws["vae"][:, 0], draws["vae"][:, 1]]) if self.config.vae.sample_posterior else None
         with record_function("moebius/encode"):
             latents = self._encode(torch.cat([images, masked]), vae_noise)
         z, z_masked = latents[:b], latents[b:]
         mask = F.interpolate(hole, size=hw, mode="nearest")
-        span = c.noise.max_timestep
-        if c.noise.timesteps == "logit_normal":
-            t = torch.sigmoid(c.noise.logit_mean + c.noise.logit_std * draws["u"]) * span
+        span = self.config.noise.max_timestep
+        if self.config.noise.timesteps == "logit_normal":
+            t = torch.sigmoid(self.config.noise.logit_mean + self.config.noise.logit_std * draws["u"]) * span
         else:
             t = draws["u"] * span
         t = t.floor().long().clamp(0, span - 1)
@@ -291,21 +292,22 @@ class Trainer:
                     teacher = self.teacher(inputs, t, ids, return_block_outputs=True)
         losses: dict[str, torch.Tensor] = {}
         if "task" in self.active:
-            target = eps if c.noise.prediction_type == "epsilon" else velocity(z, eps, a)
+            target = eps if self.config.noise.prediction_type == "epsilon" else velocity(z, eps, a)
             losses["task"] = mse(student.sample, target)
         if "output_kd" in self.active:
             losses["output_kd"] = mse(student.sample, teacher.sample)
         if "feature_kd" in self.active:
             try:
-                losses["feature_kd"] = feature_kd_loss(student.block_outputs, teacher.block_outputs, c.loss.feature_pairs)
+                losses["feature_kd"] = feature_kd_loss(student.block_outputs, teacher.block_outputs,
+                                                       self.config.loss.feature_pairs)
             except (ValueError, IndexError) as exc:
                 raise ConfigError(f"loss.feature_pairs: {exc}; pick blocks of equal shape (student 2 and teacher 5 "
                                   "for the official presets)") from None
         if "perceptual" in self.active:
-            p = c.loss.perceptual
-            x0 = predict_x0(x_t, student.sample, alpha_bar, c.noise.prediction_type)
+            p = self.config.loss.perceptual
+            x0 = predict_x0(x_t, student.sample, alpha_bar, self.config.noise.prediction_type)
             if p.official_x0_reference:
-                rounded = x_t.bfloat16() if c.mixed_precision == "bf16" else x_t
+                rounded = x_t.bfloat16() if self.config.mixed_precision == "bf16" else x_t
                 ref = predict_x0(rounded, eps, alpha_bar, "epsilon")
             else:
                 ref = z

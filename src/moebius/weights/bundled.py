@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .locations import PIPELINE_FILE
+
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "small"
-# moebius.pipeline.loading.PIPELINE_FILE, not imported: the pipeline package imports this one.
-_PIPELINE_MARKER = "moebius_pipeline.json"
 
 
 def default_model_dir() -> Path | None:
     """The bundled small model's pipeline folder, or None when this installation carries none."""
-    return BUNDLED_MODEL_DIR if (BUNDLED_MODEL_DIR / _PIPELINE_MARKER).is_file() else None
+    return BUNDLED_MODEL_DIR if (BUNDLED_MODEL_DIR / PIPELINE_FILE).is_file() else None

@@ -16,11 +16,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError, ConfigError
-from ..models.families import config_from_dict, get_family
-
-OFFICIAL_WEIGHTS_NAME = "diffusion_pytorch_model.bin"
-MODEL_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
+from ..models._registry import config_from_dict, get_config, get_family
+from .locations import CONFIG_NAME, MODEL_NAME, OFFICIAL_WEIGHTS_NAME
 
 # A key that only one family has decides which family a checkpoint holds.
 _FAMILY_MARKERS = {
@@ -96,8 +93,6 @@ def build_from_state_dict(state: Mapping[str, torch.Tensor], kind: str | None = 
     """Build the model a state dict belongs to (official preset unless ``config`` is given) and load it."""
     family = get_family(kind or infer_family(state, source))
     if config is None:
-        from ..models._registry import get_config
-
         config = get_config(family.preset)
     with torch.device("meta"):
         model = family.build(config)

@@ -14,9 +14,9 @@ import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError
-from ..models.families import config_from_dict, config_to_dict, get_family
-from .official import (CONFIG_NAME, MODEL_NAME, OFFICIAL_WEIGHTS_NAME, build_from_state_dict, infer_family,
-                       read_state_dict)
+from ..models._registry import config_from_dict, config_to_dict, get_config, get_family
+from .locations import CONFIG_NAME, MODEL_NAME, OFFICIAL_WEIGHTS_NAME
+from .official import build_from_state_dict, infer_family, read_state_dict
 
 
 def save_folder(state: dict[str, torch.Tensor], config: Any, folder: str | Path) -> Path:
@@ -77,8 +77,6 @@ def convert(src: str | Path, dst: str | Path) -> Path:
         src = src / OFFICIAL_WEIGHTS_NAME
     state = read_state_dict(src)
     family = get_family(infer_family(state, str(src)))
-    from ..models._registry import get_config
-
     config = get_config(family.preset)
     build_from_state_dict(state, family.preset, config, str(src))  # validates keys and shapes
     return save_folder(state, config, dst)

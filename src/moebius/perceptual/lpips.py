@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, InputError
-from .features import file_digest, resolve_weights
+from ..weights.package_files import file_digest, find_weight_file
 
 NETS = ("alex", "vgg")
 VARIANTS = ("shift-tolerant", "standard")
@@ -236,7 +236,7 @@ def load_lpips(net: str = "alex", variant: str = "shift-tolerant", *, weights: s
     model = LPIPS(net, variant)
     if variant == "shift-tolerant":
         member = f"stlpips_pytorch/weights/vST0.0/{net}_shift_tolerant.pth"
-        path = resolve_weights(weights, package="stlpips-pytorch", member=member, env="MOEBIUS_STLPIPS_WEIGHTS")
+        path = find_weight_file(weights, package="stlpips-pytorch", member=member, env="MOEBIUS_STLPIPS_WEIGHTS")
         table = _st_alex_keys() if net == "alex" else _vgg_keys(True, "net.slice")
         _assign(model, _load_file(path), table, path)
         _check_heads_loaded(model, path)
@@ -251,7 +251,7 @@ def load_lpips(net: str = "alex", variant: str = "shift-tolerant", *, weights: s
     table = ({f"features.{i}": f"trunk.conv{n}" for n, i in enumerate((0, 3, 6, 8, 10), start=1)}
              if net == "alex" else _vgg_keys(False, "features"))
     _assign(model, _load_file(bpath), table, bpath, extra_ok=("classifier.",))
-    hpath = resolve_weights(head, package="lpips", member=f"lpips/weights/v0.1/{net}.pth", env="MOEBIUS_LPIPS_HEAD")
+    hpath = find_weight_file(head, package="lpips", member=f"lpips/weights/v0.1/{net}.pth", env="MOEBIUS_LPIPS_HEAD")
     _assign(model, _load_file(hpath), {}, hpath)
     _check_heads_loaded(model, hpath)
     model.backend = (f"LPIPS v0.1 {net} (backbone {bpath.name} sha256:{file_digest(bpath)[:12]}, "

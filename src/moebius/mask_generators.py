@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
-from ..image_files import IMAGE_SUFFIXES
+from .errors import ConfigError, InputError
+from .image_files import list_image_files
 
 
 @dataclass(frozen=True)
@@ -182,10 +182,9 @@ def dilate(mask: np.ndarray, kernel: int, iterations: int = 1) -> np.ndarray:
 
 def list_images(folder: str | Path) -> list[Path]:
     """Image files under ``folder`` (recursively), sorted, so a listing is reproducible."""
-    folder = Path(folder)
-    if not folder.is_dir():
+    if not Path(folder).is_dir():
         raise InputError(f"not a folder: {folder}")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return list_image_files(folder, recursive=True)
 
 
 def load_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:

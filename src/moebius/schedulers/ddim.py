@@ -85,6 +85,12 @@ class DDIMConfig:
         return cls(**kwargs)
 
 
+def scheduler_config_dict(config: DDIMConfig) -> dict[str, Any]:
+    """A diffusers ``DDIMScheduler`` config dict describing ``config`` (read back by :meth:`DDIMConfig.from_config_dict`)."""
+    return {"_class_name": "DDIMScheduler", "beta_schedule": "scaled_linear", "clip_sample": False,
+            "timestep_spacing": "leading", **vars(config)}
+
+
 # Only read by diffusers when clipping or thresholding is on, which from_config_dict rejects.
 _IGNORED_DIFFUSERS_KEYS = frozenset({"clip_sample_range", "dynamic_thresholding_ratio", "sample_max_value"})
 _REQUIRED_DIFFUSERS_VALUES: dict[str, Any] = {
