@@ -1,0 +1,1 @@
+"""Noise schedulers: how a sampling loop turns model outputs into the next latents."""
