@@ -7,14 +7,14 @@
 
 from __future__ import annotations
 
-from typing import Literal, Protocol, get_args
-
-import torch
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
 from ..errors import ConfigError
-from ..pipeline.ddim import DDIMConfig, DDIMScheduler, DDIMStepOutput
-from .dpm_solver import DPMSolverMultistep
-from .unipc import UniPCMultistep
+
+if TYPE_CHECKING:  # the names are read by presets and the server's schemas, which need no torch
+    import torch
+
+    from ..pipeline.ddim import DDIMConfig, DDIMStepOutput
 
 SchedulerName = Literal["ddim", "dpmpp-2m", "dpmpp-2m-karras", "unipc"]
 SCHEDULER_NAMES: tuple[str, ...] = get_args(SchedulerName)
@@ -36,8 +36,14 @@ class Scheduler(Protocol):
     def step(self, output: torch.Tensor, timestep: torch.Tensor | int, sample: torch.Tensor) -> DDIMStepOutput: ...
 
 
-def make_scheduler(name: str, config: DDIMConfig = DDIMConfig()) -> Scheduler:
-    """A fresh scheduler called ``name`` (one of :data:`SCHEDULER_NAMES`) on ``config``'s schedule."""
+def make_scheduler(name: str, config: DDIMConfig | None = None) -> Scheduler:
+    """A fresh scheduler called ``name`` (one of :data:`SCHEDULER_NAMES`) on ``config``'s schedule
+    (the official one by default)."""
+    from ..pipeline.ddim import DDIMConfig, DDIMScheduler
+    from .dpm_solver import DPMSolverMultistep
+    from .unipc import UniPCMultistep
+
+    config = DDIMConfig() if config is None else config
     if name == "ddim":
         return DDIMScheduler(config)
     if name in ("dpmpp-2m", "dpmpp-2m-karras"):
