@@ -143,3 +143,39 @@ def test_one_step_runs_one_unet_call_at_the_layouts_single_timestep(name):
     assert np.isfinite(record["step00_latents_after"].numpy()).all()
     with pytest.raises(InputError, match="runs no step at all"):
         run(pipe, image, mask, scheduler=name, num_inference_steps=1, strength=0.5)
+
+
+# ----------------------------------------------------------------------------------------------------
+# CLI and server
+
+
+def test_cli_scheduler_option_reaches_the_output_metadata(tmp_path, pipe, capsys):
+    from PIL import Image
+
+    from moebius.cli import main
+    from moebius.cli._options import SCHEDULERS
+
+    assert SCHEDULERS == SCHEDULER_NAMES
+    weights = pipe.save_pretrained(tmp_path / "pipe")
+    image, mask = scene()
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "out.png"
+    assert main(["inpaint", str(tmp_path / "photo.png"), str(tmp_path / "mask.png"), "-o", str(out), "--weights",
+                 str(weights), "--scheduler", "dpmpp-2m-karras", "--steps", "2", "--quiet"]) == 0
+    assert json.loads(Image.open(out).text["moebius"])["scheduler"] == "dpmpp-2m-karras"
+    with pytest.raises(SystemExit):
+        main(["inpaint", str(tmp_path / "photo.png"), str(tmp_path / "mask.png"), "-o", str(tmp_path / "x.png"),
+              "--weights", str(weights), "--scheduler", "euler"])
+    assert "invalid choice: 'euler'" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+
+
+def test_server_options_take_a_scheduler():
+    from pydantic import ValidationError
+
+    from moebius.serve.schemas import InpaintOptions
+
+    assert InpaintOptions(scheduler="unipc").call_options() == {"preset": "default", "scheduler": "unipc"}
+    assert "scheduler" not in InpaintOptions().call_options()
+    with pytest.raises(ValidationError, match="scheduler"):
+        InpaintOptions(scheduler="euler")
