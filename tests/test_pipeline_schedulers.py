@@ -20,12 +20,17 @@ def pipe():
     return tiny_pipeline(fast=False)
 
 
-@pytest.mark.parametrize("strength", [1.0, 0.6])
+@pytest.fixture(scope="module")
+def fast_pipe():
+    return tiny_pipeline()  # the fast U-Net shares one input between the CFG halves
+
+
+@pytest.mark.parametrize("steps, strength", [(3, 1.0), (5, 0.6)])  # 3 steps: UniPC's order-2 corrector runs
 @pytest.mark.parametrize("name", SCHEDULER_NAMES)
-def test_the_loop_feeds_each_scheduler_one_trajectory_in_order(pipe, name, strength):
+def test_the_loop_feeds_each_scheduler_one_trajectory_in_order(pipe, name, steps, strength):
     image, mask = scene()
     record: dict[str, torch.Tensor] = {}
-    out = run(pipe, image, mask, scheduler=name, num_inference_steps=5, strength=strength, intermediates=record)
+    out = run(pipe, image, mask, scheduler=name, num_inference_steps=steps, strength=strength, intermediates=record)
     meta = out.metadata[0]
     assert meta.scheduler == name and meta.settings["scheduler"] == name
     assert json.loads(meta.to_json())["scheduler"] == name
@@ -33,7 +38,7 @@ def test_the_loop_feeds_each_scheduler_one_trajectory_in_order(pipe, name, stren
     # Replay the recorded model outputs through a fresh scheduler: every step must agree bit for bit,
     # which holds only if the pipeline kept one scheduler (and so one history) for the whole trajectory.
     scheduler = make_scheduler(name, pipe.scheduler_config)
-    scheduler.set_timesteps(5)
+    scheduler.set_timesteps(steps)
     timesteps = scheduler.timesteps_for_strength(strength)
     assert torch.equal(record["timesteps_run"], timesteps) and meta.steps_run == len(timesteps)
     latents = record["latents_init"]
@@ -47,9 +52,9 @@ def test_the_loop_feeds_each_scheduler_one_trajectory_in_order(pipe, name, stren
 
 def test_solvers_change_the_result_and_the_default_stays_ddim(pipe):
     image, mask = scene()
-    results = {name: run(pipe, image, mask, scheduler=name, num_inference_steps=4).images[0]
+    results = {name: run(pipe, image, mask, scheduler=name, num_inference_steps=3).images[0]
                for name in SCHEDULER_NAMES}
-    assert np.array_equal(results["ddim"], run(pipe, image, mask, num_inference_steps=4).images[0])
+    assert np.array_equal(results["ddim"], run(pipe, image, mask, num_inference_steps=3).images[0])
     for a in SCHEDULER_NAMES:
         for b in SCHEDULER_NAMES:
             if a < b:
@@ -92,16 +97,15 @@ def test_steps_outside_the_guidance_interval_run_the_conditional_batch_alone():
 
 
 @pytest.mark.parametrize("name", ["ddim", "unipc"])
-def test_guidance_interval_bounds_on_the_fast_path(name):
-    pipe = tiny_pipeline()  # the fast U-Net shares one input between the CFG halves
+def test_guidance_interval_bounds_on_the_fast_path(fast_pipe, name):
     image, mask = scene()
 
     def result(**kwargs):
-        return run(pipe, image, mask, scheduler=name, num_inference_steps=3, guidance_scale=2.5, **kwargs)
+        return run(fast_pipe, image, mask, scheduler=name, num_inference_steps=3, guidance_scale=2.5, **kwargs)
 
     full = result().images[0]
     assert np.array_equal(result(guidance_interval=(0.0, 1.0)).images[0], full)
-    no_cfg = run(pipe, image, mask, scheduler=name, num_inference_steps=3, guidance_scale=1.0).images[0]
+    no_cfg = run(fast_pipe, image, mask, scheduler=name, num_inference_steps=3, guidance_scale=1.0).images[0]
     empty = result(guidance_interval=(0.5, 0.5))
     assert np.array_equal(empty.images[0], no_cfg)
     assert empty.metadata[0].settings["guidance_interval"] == (0.5, 0.5)

@@ -155,7 +155,6 @@ class MultistepSolver:
     def _reset(self, start: int) -> None:
         """Start a trajectory at step ``start``: no history yet."""
         self._index = start
-        self._start = start
         self._estimates: list[torch.Tensor] = []  # this trajectory's clean-image estimates, oldest first
 
     def _sigma_of_timestep(self, t: int, all_sigmas: torch.Tensor) -> torch.Tensor:
