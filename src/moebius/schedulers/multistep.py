@@ -141,8 +141,9 @@ class MultistepSolver:
             raise RuntimeError("call set_timesteps() before sampling")
         if index >= len(self.timesteps):
             raise InputError(f"the trajectory's {len(self.timesteps)} steps are done; call set_timesteps() again")
-        if int(timestep) != int(self.timesteps[index]):
-            raise InputError(f"timestep {int(timestep)} is not the trajectory's next one ({int(self.timesteps[index])})")
+        expected = int(self.timesteps[index])
+        if int(timestep) != expected:
+            raise InputError(f"timestep {int(timestep)} is not the trajectory's next one ({expected})")
         x0 = self._clean_estimate(output, sample, index)
         prev_sample = self._update(x0, sample, index)
         self._estimates.append(x0)
