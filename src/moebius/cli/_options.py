@@ -13,6 +13,7 @@ from ..weights.locations import DEFAULT_VARIANT, OFFICIAL_VARIANTS
 
 PRESETS = ("default", "official", "portrait")
 DTYPES = ("float32", "bfloat16", "float16")
+SCHEDULERS = ("ddim", "dpmpp-2m", "dpmpp-2m-karras", "unipc")  # moebius.schedulers.registry.SCHEDULER_NAMES
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +37,9 @@ def add_inpaint_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--preset", default="default", choices=PRESETS,
                        help="default: fixes the official traps; official: reproduces the official pipeline; "
                             "portrait: default with guidance 2.0")
-    group.add_argument("--steps", type=int, dest="num_inference_steps", help="DDIM steps (20)")
+    group.add_argument("--steps", type=int, dest="num_inference_steps", help="sampler steps (20)")
+    group.add_argument("--scheduler", choices=SCHEDULERS,
+                       help="sampler: ddim (every preset's), dpmpp-2m, dpmpp-2m-karras or unipc")
     group.add_argument("--guidance", type=float, dest="guidance_scale", help="CFG scale (2.5 scenes, 2.0 portraits)")
     group.add_argument("--strength", type=float, help="1.0 = start from pure noise")
     group.add_argument("--prefill", choices=("none", "telea", "navier-stokes"),
@@ -58,8 +61,8 @@ def add_inpaint_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-_CALL_OPTIONS = ("num_inference_steps", "guidance_scale", "strength", "prefill", "hd_strategy", "crop_margin",
-                 "crop_trigger_size", "resize_limit", "mask_threshold", "invert_mask", "mask_dilate", "mask_blur",
+_CALL_OPTIONS = ("num_inference_steps", "scheduler", "guidance_scale", "strength", "prefill", "hd_strategy",
+                 "crop_margin", "crop_trigger_size", "resize_limit", "mask_threshold", "invert_mask", "mask_dilate", "mask_blur",
                  "resize_mask", "paste", "compensate")
 
 

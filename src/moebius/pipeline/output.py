@@ -12,7 +12,8 @@ class InpaintMetadata:
     """How one output image was made (the preset is recorded in every output).
 
     ``seed`` is the seed of the generator the image's noise came from (``initial_seed()`` of a caller's
-    generator). ``steps_run`` is what the strength leaves of ``num_inference_steps`` (19 of 20 at 0.99).
+    generator). ``steps_run`` is what the strength leaves of ``num_inference_steps`` (19 of 20 at 0.99), run
+    by ``scheduler`` (``"ddim"``, ``"dpmpp-2m"``, ``"dpmpp-2m-karras"`` or ``"unipc"``).
     ``regions`` are the (x0, y0, x1, y1) boxes inpainted, in input pixels, and ``work_sizes`` the
     (width, height) each was processed at. ``skipped`` is True when the mask was empty and the input
     came back unchanged. ``settings`` holds every field of the resolved preset.
@@ -22,6 +23,7 @@ class InpaintMetadata:
     seed: int
     num_inference_steps: int
     steps_run: int
+    scheduler: str
     guidance_scale: float
     strength: float
     size: tuple[int, int]

@@ -71,12 +71,12 @@ class _Job:
 
 
 class MoebiusInpaintPipeline:
-    """Moebius inpainting: a latent-category U-Net, an AutoencoderKL and DDIM.
+    """Moebius inpainting: a latent-category U-Net, an AutoencoderKL and a sampler (DDIM by default).
 
     Args:
         unet: a :class:`~moebius.models.LatentCategoryDenoiser` (``load_official``/``create_model``).
         vae: the :class:`~moebius.models.vae.AutoencoderKL` whose latents the U-Net denoises.
-        scheduler_config: the DDIM schedule (the official one by default).
+        scheduler_config: the noise schedule and prediction type every sampler uses (the official one by default).
         variant: the official checkpoint variant the U-Net came from, recorded in metadata.
         fast: run the student through :func:`~moebius.models.fast.optimize_for_inference` (same function,
             BatchNorms folded, cheaper λ layers); turn off only for debugging or benchmarks.
@@ -184,7 +184,9 @@ class MoebiusInpaintPipeline:
         *,
         preset: str | InpaintPreset = "default",
         num_inference_steps: int | None = None,
+        scheduler: str | None = None,
         guidance_scale: float | None = None,
+        guidance_interval: tuple[float, float] | None = None,
         strength: float | None = None,
         seed: int | Sequence[int] | None = None,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
@@ -204,6 +206,10 @@ class MoebiusInpaintPipeline:
             preset: ``"default"``, ``"official"``, ``"portrait"`` (each with this pipeline's ``defaults``
                 applied) or an :class:`InpaintPreset` (used as is).
             num_inference_steps, guidance_scale, strength: override the preset's.
+            scheduler: ``"ddim"`` (every preset's), ``"dpmpp-2m"``, ``"dpmpp-2m-karras"`` or ``"unipc"``;
+                recorded in the metadata.
+            guidance_interval: (start, end) fractions of the steps run that use CFG (step i of n when
+                start <= i/n < end); the other steps run the conditional branch alone. Default (0, 1).
             seed: an int (image i gets seed + i) or one per image; recorded in the metadata.
             generator: one ``torch.Generator`` shared by the batch, or one per image, on any device; the
                 noise is drawn on the generator's device and then moved, so a CPU generator gives the same
@@ -220,7 +226,8 @@ class MoebiusInpaintPipeline:
             **options: any other :class:`InpaintPreset` field (``hd_strategy``, ``mask_dilate``, ...).
         """
         base = get_preset(preset).replace(**self.defaults) if isinstance(preset, str) else preset
-        settings = base.replace(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+        settings = base.replace(num_inference_steps=num_inference_steps, scheduler=scheduler,
+                                guidance_scale=guidance_scale, guidance_interval=guidance_interval,
                                 strength=strength, **options)
         if output_type not in _OUTPUT_TYPES:
             raise InputError(f"output_type must be one of {', '.join(_OUTPUT_TYPES)}, got {output_type!r}")
@@ -240,7 +247,8 @@ class MoebiusInpaintPipeline:
             images.append(_convert(rgb, alpha, output_type, item.data))
             metadata.append(InpaintMetadata(
                 preset=settings.name, seed=seeds[index], num_inference_steps=settings.num_inference_steps,
-                steps_run=steps_run, guidance_scale=settings.guidance_scale, strength=settings.strength,
+                steps_run=steps_run, scheduler=settings.scheduler, guidance_scale=settings.guidance_scale,
+                strength=settings.strength,
                 size=(rgb.shape[1], rgb.shape[0]), hd_strategy=strategies[index],
                 regions=tuple(job.region.box for job, _ in mine),
                 work_sizes=tuple(job.region.size for job, _ in mine), skipped=not mine,

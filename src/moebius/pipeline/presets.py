@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import ConfigError
+from ..schedulers.registry import SCHEDULER_NAMES, SchedulerName
 from .prefill import PREFILLS, Prefill
 
 HDStrategy = Literal["crop", "resize", "original"]
@@ -42,6 +43,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "mask_downsample": ("nearest", "max"),
     "quantize": ("truncate", "round"),
     "prefill": PREFILLS,
+    "scheduler": SCHEDULER_NAMES,
 }
 
 
@@ -50,8 +52,12 @@ class InpaintPreset:
     """Every setting one inpainting call uses. Construct through :func:`get_preset` + :meth:`replace`.
 
     Sampling:
-        num_inference_steps: DDIM steps laid out over 1000 ("leading" spacing).
+        num_inference_steps: sampler steps laid out over the 1000 training timesteps.
+        scheduler: ``"ddim"`` (the official sampler, "leading" timesteps), ``"dpmpp-2m"``,
+            ``"dpmpp-2m-karras"`` or ``"unipc"`` (:mod:`moebius.schedulers.registry`).
         guidance_scale: classifier-free guidance; 1.0 switches CFG off (one U-Net pass per step).
+        guidance_interval: (start, end) fractions of the steps run; step i of n uses CFG when
+            start <= i/n < end, the others run the conditional branch alone (a batch of one). (0, 1): all.
         strength: fraction of the schedule run; 1.0 starts from pure noise, below 1 from the noised image.
         prefill: ``"none"``, or ``"telea"`` / ``"navier-stokes"``: fill the hole with that OpenCV method
             before encoding, so a ``strength`` < 1 refines a classical fill (:mod:`moebius.pipeline.prefill`).
@@ -82,7 +88,9 @@ class InpaintPreset:
 
     name: str
     num_inference_steps: int = 20
+    scheduler: SchedulerName = "ddim"
     guidance_scale: float = SCENE_GUIDANCE
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
     strength: float = 1.0
     prefill: Prefill = "none"
     noise_offset: float = 0.0357
@@ -117,6 +125,7 @@ class InpaintPreset:
             raise ConfigError(f"prefill {self.prefill!r} needs strength < 1 (or prefill='none')")
         if self.guidance_scale < 1.0:
             raise ConfigError(f"guidance_scale must be >= 1, got {self.guidance_scale}")
+        self._check_guidance_interval()
         for key, lowest in (("crop_trigger_size", 1), ("resize_limit", 1), ("native_size", 1),
                             ("crop_margin", 0), ("mask_dilate", 0)):
             value = getattr(self, key)
@@ -128,6 +137,21 @@ class InpaintPreset:
             raise ConfigError("mask_blur and noise_offset must be non-negative")
         if self.seed is not None and not 0 <= self.seed < 2**63:
             raise ConfigError(f"seed must lie in [0, 2**63), got {self.seed}")
+
+    def _check_guidance_interval(self) -> None:
+        interval = self.guidance_interval
+        try:
+            start, end = (float(v) for v in interval)
+        except (TypeError, ValueError):
+            raise ConfigError(f"guidance_interval must be a pair (start, end), got {interval!r}") from None
+        if not 0.0 <= start <= end <= 1.0:
+            raise ConfigError(f"guidance_interval needs 0 <= start <= end <= 1, got {interval!r}")
+        object.__setattr__(self, "guidance_interval", (start, end))  # a list (JSON, CLI) becomes the tuple
+
+    def uses_guidance(self, step: int, num_steps: int) -> bool:
+        """Whether step ``step`` (0-based) of the ``num_steps`` run combines both CFG branches."""
+        start, end = self.guidance_interval
+        return self.guidance_scale != 1.0 and start <= step / num_steps < end
 
     def replace(self, **overrides: Any) -> InpaintPreset:
         """A copy with ``overrides`` applied; ``None`` values keep the preset's setting."""

@@ -9,6 +9,11 @@ Official order of operations, kept exactly for parity (tests/data/parity/README.
 latent = add_noise(image latent, noise, first timestep) unless strength is 1 (then pure noise); each step
 feeds [x | mask | masked latent] for [uncond (ids 10-19) × B, cond (ids 0-9) × B] and combines
 ε = ε_u + g·(ε_c − ε_u); the decode is (VAE(z / 0.13025) + 1) / 2.
+
+Any scheduler of :mod:`moebius.schedulers.registry` runs the loop (``settings.scheduler``). The known
+region needs no per-step blending: the U-Net sees it in every step's input (the mask and masked-image
+latent channels), so a multistep solver's trajectory is never edited behind its back and its history
+stays consistent. Steps outside ``settings.guidance_interval`` feed the conditional rows alone.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import torch.nn as nn
 
 from ..models.denoiser import BACKGROUND_IDS, FOREGROUND_IDS
 from ..models.vae import AutoencoderKL
-from ..schedulers.ddim import DDIMConfig, DDIMScheduler, cfg_combine
+from ..schedulers.ddim import DDIMConfig, cfg_combine
+from ..schedulers.registry import make_scheduler
 from .masks import latent_mask
 from .presets import InpaintPreset
 
@@ -118,27 +124,30 @@ def sample(models: SamplerModels, scheduler_config: DDIMConfig, settings: Inpain
     image_latents, masked_latents = encode_conditions(vae, image, hole, settings, draws, record)
     mask_lat = latent_mask(hole, vae.config.downsample_factor, settings.mask_downsample)
 
-    scheduler = DDIMScheduler(scheduler_config)  # per call: set_timesteps is the only state
+    scheduler = make_scheduler(settings.scheduler, scheduler_config)  # per call: one trajectory's state
     scheduler.set_timesteps(settings.num_inference_steps)
     timesteps = scheduler.timesteps_for_strength(settings.strength)
     noise = draws["initial"].to(device)
     if settings.noise_offset > 0:
         noise = noise + settings.noise_offset * draws["offset"].to(device)
     if settings.strength >= 1.0:
-        latents = noise  # pure noise; DDIM's initial sigma is 1
+        latents = noise  # pure noise: every scheduler here starts at unit variance
     else:
         latents = scheduler.add_noise(image_latents, noise, timesteps[:1].to(device))
 
     batch = image.shape[0]
-    use_cfg = settings.guidance_scale != 1.0
-    ids = [FOREGROUND_IDS] * batch + [BACKGROUND_IDS] * batch if use_cfg else [BACKGROUND_IDS] * batch
-    input_ids = torch.tensor(ids, dtype=torch.long, device=device)  # (2B | B, 10): [uncond; cond]
+    cond_ids = torch.tensor([BACKGROUND_IDS] * batch, dtype=torch.long, device=device)  # (B, 10)
+    cfg_ids = torch.tensor([FOREGROUND_IDS] * batch, dtype=torch.long, device=device)
+    cfg_ids = torch.cat([cfg_ids, cond_ids])  # (2B, 10): [uncond; cond]
     if record is not None:
-        record.update(mask_latent=mask_lat, noise_total=noise, latents_init=latents, cfg_input_ids=input_ids,
+        record.update(mask_latent=mask_lat, noise_total=noise, latents_init=latents,
+                      cfg_input_ids=cfg_ids if settings.guidance_scale != 1.0 else cond_ids,
                       latent_timestep=timesteps[:1], timesteps_run=timesteps)
 
     conditions = torch.cat([mask_lat, masked_latents], dim=1)  # (B, 5, h, w)
     for i, t in enumerate(timesteps.tolist()):
+        use_cfg = settings.uses_guidance(i, len(timesteps))
+        input_ids = cfg_ids if use_cfg else cond_ids
         x = torch.cat([latents, conditions], dim=1)  # (B, 9, h, w): [x 4 | mask 1 | masked latent 4]
         if use_cfg and not models.shared_cfg_input:
             x = torch.cat([x, x])  # (2B, 9, h, w)

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..schedulers.registry import SchedulerName
+
 Preset = Literal["default", "official", "portrait"]
 HDStrategy = Literal["crop", "resize", "original"]
 
@@ -24,7 +26,8 @@ class InpaintOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     preset: Preset = "default"
-    num_inference_steps: int | None = Field(None, ge=1, le=200, description="DDIM steps (preset: 20)")
+    num_inference_steps: int | None = Field(None, ge=1, le=200, description="sampler steps (preset: 20)")
+    scheduler: SchedulerName | None = Field(None, description="sampler (preset: ddim)")
     guidance_scale: float | None = Field(None, ge=1.0, le=30.0, description="CFG scale; 1 switches CFG off")
     strength: float | None = Field(None, gt=0.0, le=1.0, description="1.0 = start from pure noise")
     prefill: Literal["none", "telea", "navier-stokes"] | None = Field(
