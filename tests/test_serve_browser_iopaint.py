@@ -1,9 +1,9 @@
 """IOPaint 1.6.0's real built front-end (from an ``iopaint`` installed with ``pip install --no-deps
 iopaint==1.6.0``; nothing of it lives in this repository) against ``create_app(ui="iopaint")`` with the tiny
 random-weight pipeline, in headless Chromium (Debian's /usr/bin/chromium driven by Playwright): the page loads
-with no console error and no toast, an image is opened, a stroke painted, the result drawn, Settings opens, and
-every pixel more than 2 px outside the stroke is byte-identical to the input. A screenshot goes to
-$MOEBIUS_ARTIFACTS. Skipped without Playwright, Chromium or iopaint. Loopback only.
+with no console error and no toast, an image is opened, a stroke painted, the result drawn, Settings opens (with
+its General tab's manual-inpainting and mask options), and every pixel more than 2 px outside the stroke is
+byte-identical to the input. Screenshots go to $MOEBIUS_ARTIFACTS. Skipped without Playwright, Chromium or iopaint. Loopback only.
 """
 
 from __future__ import annotations
@@ -90,12 +90,16 @@ def test_iopaint_front_end_paints_runs_and_changes_only_the_stroke(tmp_path):
             dialog = page.get_by_role("dialog")
             dialog.wait_for(timeout=10_000)
             settings_text = dialog.inner_text()
+            dialog.get_by_text("General", exact=True).click()
+            page.wait_for_timeout(300)
+            general_text = dialog.inner_text()
             page.screenshot(path=str(artifacts_dir(tmp_path) / "serve_iopaint_settings.png"))
         finally:
             browser.close()
 
     assert not errors and not failures and not toasts, (errors, failures, toasts)
     assert "Settings" in settings_text and app.state.runner.model_name in settings_text
+    assert "Enable manual inpainting" in general_text and "Enable download mask" in general_text
     body = exchanges[-1][0]
     assert len(body) == 41 and body["sd_mask_blur"] == 12  # the front-end's own request, untouched settings
     hole = decode(base64.b64decode(body["mask"].split(",", 1)[1]), "L") > 127  # IOPaint reads brightness
