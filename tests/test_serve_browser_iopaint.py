@@ -3,7 +3,8 @@ iopaint==1.6.0``; nothing of it lives in this repository) against ``create_app(u
 random-weight pipeline, in headless Chromium (Debian's /usr/bin/chromium driven by Playwright): the page loads
 with no console error and no toast, an image is opened, a stroke painted, the result drawn, Settings opens (with
 its General tab's manual-inpainting and mask options), and every pixel more than 2 px outside the stroke is
-byte-identical to the input. Screenshots go to $MOEBIUS_ARTIFACTS. Skipped without Playwright, Chromium or iopaint. Loopback only.
+byte-identical to the input. Screenshots go to $MOEBIUS_ARTIFACTS. Skipped without Playwright, Chromium or
+iopaint. Loopback only.
 """
 
 from __future__ import annotations

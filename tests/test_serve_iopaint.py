@@ -144,16 +144,19 @@ def test_seed_defaults_to_42_as_in_iopaint(client):
 @needs_iopaint
 def test_every_field_of_iopaints_inpaint_request_at_its_defaults(client):
     """All 46 fields of IOPaint's own InpaintRequest, as IOPaint's model dumps them: accepted, and nothing
-    outside the hole changes."""
+    outside the hole changes, also with the Stable Diffusion fields moved."""
     rgb, mask = scene(64, 64, seed=6)
     fields = schema.InpaintRequest().model_dump(mode="json")
     assert len(fields) == 46
     fields.update(image=data_url(encoded(Image.fromarray(rgb), "PNG"), "image/png"),
                   mask=base64.b64encode(encoded(Image.fromarray(mask), "PNG")).decode())
-    r = client.post("/api/v1/inpaint", json=fields)
-    assert r.status_code == 200, r.text
     hole = mask > 127
-    assert np.array_equal(decoded(r.content)[~hole], rgb[~hole])
+    stable_diffusion = {"sd_mask_blur": 40, "sd_match_histograms": True, "sd_scale": 0.5, "sd_steps": 3,
+                        "sd_guidance_scale": 4.0, "sd_strength": 0.6, "sd_sampler": "Euler a", "sd_lcm_lora": True}
+    for changes in ({}, stable_diffusion):
+        r = client.post("/api/v1/inpaint", json={**fields, **changes})
+        assert r.status_code == 200, r.text
+        assert np.array_equal(decoded(r.content)[~hole], rgb[~hole]), changes
 
 
 @needs_iopaint
@@ -313,17 +316,29 @@ def test_ui_iopaint_serves_iopaints_front_end_beside_the_api():
         assert "<title>IOPaint</title>" not in c.get("/").text  # our editor stays the default
 
 
-def test_ui_iopaint_without_the_package_is_one_line_naming_the_install(monkeypatch):
+def serve_args(*argv: str):
+    import argparse
+
     from moebius.cli import serve as serve_command
+
+    parser = argparse.ArgumentParser(prog="moebius")
+    serve_command.register(parser.add_subparsers(dest="command"))
+    return serve_command.settings_from_args(parser.parse_args(["serve", *argv]))
+
+
+@needs_iopaint
+def test_cli_ui_option(tmp_path):
+    assert serve_args("--weights", str(tmp_path)).ui == "moebius"
+    assert serve_args("--weights", str(tmp_path), "--ui", "iopaint").ui == "iopaint"
+
+
+def test_ui_iopaint_without_the_package_is_one_line_naming_the_install(monkeypatch, tmp_path):
     from moebius.serve import iopaint_ui
 
     monkeypatch.setattr(iopaint_ui.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ConfigError, match=r"pip install --no-deps iopaint==1\.6\.0") as exc:
         create_app(ServeSettings(ui="iopaint"), pipeline=tiny_pipeline())
     assert "\n" not in str(exc.value)
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="moebius")
-    serve_command.register(parser.add_subparsers(dest="command"))
     with pytest.raises(ConfigError, match="is not installed"):
-        serve_command.settings_from_args(parser.parse_args(["serve", "--ui", "iopaint"]))
+        serve_args("--weights", str(tmp_path), "--ui", "iopaint")
+    assert serve_args("--weights", str(tmp_path), "--ui", "iopaint", "--no-editor").editor is False

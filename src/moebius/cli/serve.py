@@ -105,6 +105,12 @@ def run(args: argparse.Namespace) -> int:
     if settings.ui == "iopaint" and settings.api_key:
         print("moebius serve: warning: IOPaint's front-end cannot send the API key, so its /api/v1 calls get 401; "
               "put a reverse proxy that adds the key in front (see the README's Server section)", file=sys.stderr)
+    if settings.ui == "iopaint":
+        from ..serve.iopaint_ui import IOPAINT_VERSION, iopaint_version
+
+        if iopaint_version() != IOPAINT_VERSION:
+            print(f"moebius serve: warning: the /api/v1 routes answer IOPaint {IOPAINT_VERSION}'s front-end; the "
+                  f"installed iopaint is {iopaint_version()}", file=sys.stderr)
     front = "IOPaint's front-end" if settings.ui == "iopaint" else "editor"
     print(f"moebius serve: {front} at http://{host}:{args.port}/  API docs at http://{host}:{args.port}/docs")
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))

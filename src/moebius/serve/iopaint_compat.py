@@ -39,6 +39,7 @@ from typing import Literal
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from PIL import Image, ImageOps
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -47,6 +48,7 @@ from . import _images
 from ._images import HTTPProblem
 from .routes import _ERRORS, result_headers, run_job
 from .schemas import IOPaintInpaintRequest
+from . import socketio_events
 from .socketio_events import EventHub
 
 router = APIRouter(tags=["iopaint"])
@@ -231,7 +233,8 @@ async def input_image() -> JSONResponse:
     return JSONResponse(_error_body("No input image configured"), status_code=200)
 
 
-@router.api_route("/api/v1/samplers", methods=["GET", "POST"])
+@router.get("/api/v1/samplers")
+@router.post("/api/v1/samplers")
 async def samplers() -> list[str]:
     """IOPaint's sampler names (GET on IOPaint's server; the front-end's helper posts)."""
     return SAMPLERS
@@ -348,10 +351,6 @@ def _reshape(raw: bytes) -> bytes:
 def install(app: FastAPI, ui_folder=None) -> None:
     """Add the ``/api/v1`` routes, the socket.io endpoint and the error reshaping to ``app``; with
     ``ui_folder``, IOPaint's built front-end is served from it at ``/``."""
-    from fastapi.staticfiles import StaticFiles
-
-    from . import socketio_events
-
     hub = EventHub()
     app.state.iopaint_events = hub
     app.include_router(router)

@@ -101,7 +101,8 @@ async def run_job(request: Request, image, mask, seed: int | None, preset: str, 
     if seed is None:
         preset_seed = get_preset(preset).seed
         seed = preset_seed if preset_seed is not None else secrets.randbelow(2**31)
-    job = Job(image, mask, seed, {"preset": preset, **options}, request_id=request_id or request.headers.get("x-request-id"))
+    job = Job(image, mask, seed, {"preset": preset, **options},
+              request_id=request_id or request.headers.get("x-request-id"))
     try:
         return await batcher.submit(job, settings.request_timeout_s)
     except QueueFull as exc:

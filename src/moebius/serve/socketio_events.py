@@ -42,10 +42,13 @@ class EventHub:
         ping_interval: seconds a poll waits before answering with a ping.
         ping_timeout: seconds a client may take to poll again before its session is dropped.
         max_sessions: open sessions at most; the oldest is dropped beyond it.
+        max_packets: events kept for a page that has not polled; the oldest are dropped beyond it.
     """
 
-    def __init__(self, ping_interval: float = 25.0, ping_timeout: float = 20.0, max_sessions: int = 256) -> None:
-        self.ping_interval, self.ping_timeout, self.max_sessions = ping_interval, ping_timeout, max_sessions
+    def __init__(self, ping_interval: float = 25.0, ping_timeout: float = 20.0, max_sessions: int = 256,
+                 max_packets: int = 1024) -> None:
+        self.ping_interval, self.ping_timeout = ping_interval, ping_timeout
+        self.max_sessions, self.max_packets = max_sessions, max_packets
         self._sessions: dict[str, _Session] = {}
 
     @property
@@ -56,9 +59,11 @@ class EventHub:
         """Queue a socket.io event for every connected page."""
         payload = [event] if data is None else [event, data]
         packet = "42" + json.dumps(payload, separators=(",", ":"))
+        self._expire()
         for session in self._sessions.values():
             if session.connected:
                 session.packets.append(packet)
+                del session.packets[:-self.max_packets]
                 session.wake.set()
 
     def open(self) -> str:
