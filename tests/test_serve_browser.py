@@ -7,6 +7,7 @@ test's tmp folder). Skipped without Playwright or Chromium. Loopback only.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import shutil
@@ -30,14 +31,11 @@ pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None and not Path(CHRO
                                 reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
 
 
-@pytest.fixture(scope="module")
-def server_url():
+@contextlib.contextmanager
+def served(app):
+    """Run ``app`` with uvicorn on a free loopback port in a thread -> its base URL."""
     import uvicorn
-    from test_pipeline import tiny_pipeline
 
-    from moebius.serve import ServeSettings, create_app
-
-    app = create_app(ServeSettings(max_wait_ms=0), pipeline=tiny_pipeline())
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -48,9 +46,21 @@ def server_url():
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(30)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    from test_pipeline import tiny_pipeline
+
+    from moebius.serve import ServeSettings, create_app
+
+    with served(create_app(ServeSettings(max_wait_ms=0), pipeline=tiny_pipeline())) as url:
+        yield url
 
 
 def artifacts_dir(tmp_path: Path) -> Path:

@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     access.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="allow browser calls from this origin (repeatable; CORS is off by default)")
     access.add_argument("--no-editor", action="store_true", help="serve the API only")
+    access.add_argument("--ui", choices=("moebius", "iopaint"), default="moebius",
+                        help="the web front-end at /: moebius (our editor, default) or iopaint (IOPaint 1.6.0's, from "
+                             "an iopaint package installed beside: pip install --no-deps iopaint==1.6.0)")
     parser.set_defaults(run=run)
 
 
@@ -70,6 +73,10 @@ def settings_from_args(args: argparse.Namespace):
         raise InputError(f"--weights {args.weights}: no such folder")
     device = resolve_device(args.device)
     check_dtype(device, args.dtype)
+    if args.ui == "iopaint" and not args.no_editor:
+        from ..serve.iopaint_ui import iopaint_web_app
+
+        iopaint_web_app()  # a missing package is a one-line error before any weights load
     weights = _options.choose_weights(args.weights)
     if args.weights is None and not holds_weights(Path(weights)):
         raise ConfigError(f"no model to serve: pass --weights DIR (a folder with the Moebius weights) or put the "
@@ -80,7 +87,7 @@ def settings_from_args(args: argparse.Namespace):
         max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
         max_batch=args.max_batch, max_wait_ms=args.batch_wait_ms, max_queue=args.max_queue,
         request_timeout_s=args.timeout, api_key=args.api_key or os.environ.get("MOEBIUS_API_KEY") or None,
-        cors_origins=tuple(args.cors_origin), editor=not args.no_editor)
+        cors_origins=tuple(args.cors_origin), editor=not args.no_editor, ui=args.ui)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,7 +106,17 @@ def run(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key:
         print(f"moebius serve: warning: listening on {args.host} without --api-key; anyone who can reach this "
               "machine can use the server", file=sys.stderr)
-    print(f"moebius serve: editor at http://{host}:{args.port}/  API docs at http://{host}:{args.port}/docs")
+    if settings.ui == "iopaint" and settings.api_key:
+        print("moebius serve: warning: IOPaint's front-end cannot send the API key, so its /api/v1 calls get 401; "
+              "put a reverse proxy that adds the key in front (see the README's Server section)", file=sys.stderr)
+    if settings.ui == "iopaint":
+        from ..serve.iopaint_ui import IOPAINT_VERSION, iopaint_version
+
+        if iopaint_version() != IOPAINT_VERSION:
+            print(f"moebius serve: warning: the /api/v1 routes answer IOPaint {IOPAINT_VERSION}'s front-end; the "
+                  f"installed iopaint is {iopaint_version()}", file=sys.stderr)
+    front = "IOPaint's front-end" if settings.ui == "iopaint" else "editor"
+    print(f"moebius serve: {front} at http://{host}:{args.port}/  API docs at http://{host}:{args.port}/docs")
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
     server.run()
     return 0

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
@@ -23,6 +23,7 @@ from . import iopaint_compat, routes
 from ._runner import PipelineRunner
 from .batching import MicroBatcher
 from .errors import HTTPProblem, add_error_handlers, error_response
+from .iopaint_ui import iopaint_web_app
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class ServeSettings:
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     editor: bool = True
+    ui: Literal["moebius", "iopaint"] = "moebius"  # the front-end at /: our editor, or IOPaint's installed beside
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -76,8 +78,8 @@ def create_app(settings: ServeSettings | None = None, *, pipeline: Any = None) -
     _add_guards(app, settings)
 
     app.include_router(routes.router)
-    app.include_router(iopaint_compat.router)
-    if settings.editor:
+    iopaint_compat.install(app, ui_folder=iopaint_web_app() if settings.editor and settings.ui == "iopaint" else None)
+    if settings.editor and settings.ui == "moebius":
         static = resources.files("moebius.serve") / "static"
         app.mount("/", StaticFiles(directory=str(static), html=True), name="editor")
     return app

@@ -83,13 +83,16 @@ def _decode(image_bytes: bytes, mask_bytes: bytes | None, options: InpaintOption
     return upload, mask
 
 
-async def run_job(request: Request, image, mask, seed: int | None, preset: str, options: dict[str, Any]):
-    """Queue one image (shared by both dialects) -> (PIL image, InpaintMetadata); queue errors become 503/504."""
+async def run_job(request: Request, image, mask, seed: int | None, preset: str, options: dict[str, Any],
+                  request_id: str | None = None):
+    """Queue one image (shared by both dialects) -> (PIL image, InpaintMetadata); queue errors become 503/504.
+    Its progress is kept under ``request_id``, else the ``X-Request-Id`` header."""
     settings, batcher = request.app.state.settings, request.app.state.batcher
     if seed is None:
         preset_seed = get_preset(preset).seed
         seed = preset_seed if preset_seed is not None else secrets.randbelow(2**31)
-    job = Job(image, mask, seed, {"preset": preset, **options}, request_id=request.headers.get("x-request-id"))
+    job = Job(image, mask, seed, {"preset": preset, **options},
+              request_id=request_id or request.headers.get("x-request-id"))
     try:
         return await batcher.submit(job, settings.request_timeout_s)
     except QueueFull as exc:

@@ -94,7 +94,8 @@ class IOPaintInpaintRequest(BaseModel):
 
     IOPaint's front-end sends about fifty fields for every model it knows (prompts, samplers, ControlNet...);
     those are accepted and ignored so existing clients work unchanged, and their names are returned in the
-    ``X-Moebius-Ignored`` header. Values of the fields below are checked strictly.
+    ``X-Moebius-Ignored`` header. ``sd_mask_blur`` is one of them: it feathers Stable Diffusion results, and
+    IOPaint changes nothing outside the hole of an erase model. Values of the fields below are checked strictly.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -108,7 +109,6 @@ class IOPaintInpaintRequest(BaseModel):
     sd_steps: int | None = Field(None, ge=1, le=200)
     sd_guidance_scale: float | None = Field(None, ge=0.0, le=30.0)
     sd_strength: float | None = Field(None, gt=0.0, le=1.0)
-    sd_seed: int = Field(-1, ge=-1, lt=2**63, description="-1 draws a random seed")
-    sd_mask_blur: float | None = Field(None, ge=0, le=256)
+    sd_seed: int = Field(42, ge=-1, lt=2**63, description="-1 draws a random seed; IOPaint's default is 42")
     sd_keep_unmasked_area: bool = True
     sd_match_histograms: bool = False
