@@ -148,6 +148,10 @@ def describe_validation(errors: list[dict[str, Any]]) -> str:
         name = ".".join(loc) or "request"
         if err.get("type") == "extra_forbidden":
             parts.append(f"unknown field {name!r}")
+        elif err.get("type") == "json_invalid":
+            reason = (err.get("ctx") or {}).get("error", "cannot be parsed")
+            where = f" at character {loc[0]}" if loc and loc[0].isdigit() else ""
+            parts.append(f"body is not valid JSON: {reason}{where}")
         else:
             parts.append(f"{name}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"
@@ -192,7 +196,11 @@ def _key_ok(request: Request, key: str) -> bool:
 
 class BodyLimit:
     """ASGI middleware refusing a request body over ``max_bytes`` with 413, whether or not it declares
-    Content-Length (a chunked upload is counted as it arrives)."""
+    Content-Length (a chunked upload is counted as it arrives).
+
+    Past the limit, whatever the app answers instead (FastAPI turns a failed JSON read into a 400) is dropped
+    and the 413 is sent in its place.
+    """
 
     def __init__(self, app, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -211,25 +219,30 @@ class BodyLimit:
                 if declared > limit:
                     return await _error(413, message)(scope, receive, send)
         seen = 0
-        started = False
+        over = started = False
 
         async def counting_receive():
-            nonlocal seen
+            nonlocal seen, over
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > limit:
+                    over = True
                     raise HTTPProblem(413, message)
             return msg
 
-        async def tracking_send(msg):
+        async def guarded_send(msg):
             nonlocal started
+            if over:
+                return
             if msg["type"] == "http.response.start":
                 started = True
             await send(msg)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
-        except HTTPProblem as exc:
-            if not started:
-                await _error(exc.status, exc.message)(scope, receive, send)
+            await self.app(scope, counting_receive, guarded_send)
+        except HTTPProblem:
+            if not over:
+                raise
+        if over and not started:
+            await _error(413, message)(scope, receive, send)

@@ -64,7 +64,7 @@ async def iopaint_inpaint(req: IOPaintInpaintRequest, request: Request) -> Respo
     def decode():
         upload = _images.decode_image(image_bytes, settings.max_pixels)
         mask = _images.decode_mask(mask_bytes, settings.max_pixels)
-        _images.check_mask_size(mask, upload.data, resize=False)
+        _images.check_mask_size(mask, upload.data, resize=None)
         return upload, mask
 
     upload, mask = await run_in_threadpool(decode)
