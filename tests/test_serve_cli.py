@@ -50,6 +50,8 @@ def test_without_weights_serves_the_bundled_model(tmp_path, monkeypatch):
     (("--weights", "/nonexistent/moebius"), "no such folder"),
     (("--weights", ".", "--port", "70000"), "--port"),
     (("--weights", ".", "--max-queue", "0"), "--max-queue"),
+    (("--weights", ".", "--max-connections", "0"), "--max-connections"),
+    (("--weights", ".", "--header-timeout", "0"), "--header-timeout"),
 ])
 def test_user_mistakes(argv, words):
     with pytest.raises(MoebiusError, match=words):
@@ -61,6 +63,10 @@ def test_settings(tmp_path, monkeypatch):
     s = serve_command.settings_from_args(parse("--weights", str(tmp_path), "--device", "cpu", "--max-upload-mb", "1",
                                                "--cors-origin", "http://a", "--api-key", "k"))
     assert (s.device, s.max_upload_bytes, s.cors_origins, s.api_key) == ("cpu", 2**20, ("http://a",), "k")
+    assert (s.max_connections, s.header_timeout_s, s.body_timeout_s) == (64, 10.0, 120.0)
+    s = serve_command.settings_from_args(parse("--weights", str(tmp_path), "--max-connections", "5",
+                                               "--header-timeout", "2.5", "--body-timeout", "30"))
+    assert (s.max_connections, s.header_timeout_s, s.body_timeout_s) == (5, 2.5, 30.0)
 
 
 def test_serve_starts_on_loopback_with_saved_weights(tmp_path, monkeypatch):

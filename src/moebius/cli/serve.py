@@ -37,6 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="how long an idle queue waits for companions (10)")
     limits.add_argument("--max-queue", type=int, default=32, help="requests waiting before 503 Busy (32)")
     limits.add_argument("--timeout", type=float, default=300.0, help="per-request time limit, seconds (300)")
+    limits.add_argument("--max-connections", type=int, default=64,
+                        help="open connections served at once; more are answered 503 (64)")
+    limits.add_argument("--header-timeout", type=float, default=10.0,
+                        help="seconds a client has to send a request's headers (10)")
+    limits.add_argument("--body-timeout", type=float, default=120.0,
+                        help="seconds a client has to send a request's body once its headers are in (120)")
     access = parser.add_argument_group("access")
     access.add_argument("--api-key", help="require this key (X-API-Key or Authorization: Bearer); "
                                           "default: $MOEBIUS_API_KEY, else none")
@@ -61,7 +67,9 @@ def settings_from_args(args: argparse.Namespace):
     if not 0 < args.port < 65536:
         raise InputError(f"--port must lie in 1..65535, got {args.port}")
     for flag, value in (("--max-upload-mb", args.max_upload_mb), ("--max-megapixels", args.max_megapixels),
-                        ("--max-batch", args.max_batch), ("--max-queue", args.max_queue), ("--timeout", args.timeout)):
+                        ("--max-batch", args.max_batch), ("--max-queue", args.max_queue), ("--timeout", args.timeout),
+                        ("--max-connections", args.max_connections), ("--header-timeout", args.header_timeout),
+                        ("--body-timeout", args.body_timeout)):
         if value <= 0:
             raise InputError(f"{flag} must be positive, got {value}")
     if args.weights is not None and not Path(args.weights).expanduser().exists():
@@ -75,7 +83,8 @@ def settings_from_args(args: argparse.Namespace):
         device=_options.resolve_device(args.device), dtype=args.dtype, fast=not args.no_fast,
         max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
         max_batch=args.max_batch, max_wait_ms=args.batch_wait_ms, max_queue=args.max_queue,
-        request_timeout_s=args.timeout, api_key=args.api_key or os.environ.get("MOEBIUS_API_KEY") or None,
+        request_timeout_s=args.timeout, max_connections=args.max_connections, header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout, api_key=args.api_key or os.environ.get("MOEBIUS_API_KEY") or None,
         cors_origins=tuple(args.cors_origin), editor=not args.no_editor)
 
 
@@ -88,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise ConfigError("moebius serve needs uvicorn: pip install 'moebius[serve]'") from None
     from ..serve.app import _load, create_app
+    from ..serve.http_server import server_config
 
     pipeline = _load(settings)  # fail on bad weights before binding the port
     app = create_app(settings, pipeline=pipeline)
@@ -96,6 +106,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"moebius serve: warning: listening on {args.host} without --api-key; anyone who can reach this "
               "machine can use the server", file=sys.stderr)
     print(f"moebius serve: editor at http://{host}:{args.port}/  API docs at http://{host}:{args.port}/docs")
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
+    server = uvicorn.Server(server_config(app, settings, args.host, args.port, log_level="info"))
     server.run()
     return 0

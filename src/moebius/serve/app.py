@@ -46,6 +46,9 @@ class ServeSettings:
     max_wait_ms: float = 10.0
     max_queue: int = 32
     request_timeout_s: float = 300.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 120.0
+    max_connections: int = 64
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     editor: bool = True
