@@ -112,3 +112,12 @@ def test_unusable_device_is_one_line(tmp_path):
     settings = serve_command.settings_from_args(parse("--weights", str(tmp_path / "tiny"), "--device", "nodevice"))
     with pytest.raises(MoebiusError, match="cannot use device 'nodevice'"):
         _load(settings)
+
+
+def test_pixel_budget_defaults_to_the_image_limit_and_may_not_be_below_it(tmp_path):
+    s = serve_command.settings_from_args(parse("--weights", str(tmp_path), "--max-megapixels", "12"))
+    assert (s.max_pixels, s.max_pixels_in_flight) == (12_000_000, 12_000_000)
+    s = serve_command.settings_from_args(parse("--weights", str(tmp_path), "--max-megapixels-in-flight", "96"))
+    assert (s.max_pixels, s.max_pixels_in_flight) == (50_000_000, 96_000_000)
+    with pytest.raises(MoebiusError, match=r"--max-megapixels-in-flight \(24\) must be at least --max-megapixels"):
+        serve_command.settings_from_args(parse("--weights", str(tmp_path), "--max-megapixels-in-flight", "24"))

@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-upload-mb", type=float, default=40.0, help="largest request body, MiB (40)")
     limits.add_argument("--max-megapixels", type=float, default=50.0, help="largest image, megapixels (50)")
+    limits.add_argument("--max-megapixels-in-flight", type=float, metavar="MP",
+                        help="decoded megapixels admitted at once, from decoding to the encoded answer; bounds "
+                             "memory (default: --max-megapixels, one largest image at a time)")
     limits.add_argument("--max-batch", type=int, default=8, help="most same-size requests merged into one call (8)")
     limits.add_argument("--batch-wait-ms", type=float, default=10.0,
                         help="how long an idle queue waits for companions (10)")
@@ -72,6 +75,10 @@ def settings_from_args(args: argparse.Namespace):
                         ("--body-timeout", args.body_timeout)):
         if value <= 0:
             raise InputError(f"{flag} must be positive, got {value}")
+    in_flight = args.max_megapixels if args.max_megapixels_in_flight is None else args.max_megapixels_in_flight
+    if in_flight < args.max_megapixels:
+        raise InputError(f"--max-megapixels-in-flight ({in_flight:g}) must be at least --max-megapixels "
+                         f"({args.max_megapixels:g}), or the largest image accepted could never be admitted")
     if args.weights is not None and not Path(args.weights).expanduser().exists():
         raise InputError(f"--weights {args.weights}: no such folder")
     weights = _options.choose_weights(args.weights)
@@ -82,6 +89,7 @@ def settings_from_args(args: argparse.Namespace):
         weights=str(Path(weights).expanduser()), variant=args.variant, vae=args.vae,
         device=_options.resolve_device(args.device), dtype=args.dtype, fast=not args.no_fast,
         max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
+        max_pixels_in_flight=int(in_flight * 1e6),
         max_batch=args.max_batch, max_wait_ms=args.batch_wait_ms, max_queue=args.max_queue,
         request_timeout_s=args.timeout, max_connections=args.max_connections, header_timeout_s=args.header_timeout,
         body_timeout_s=args.body_timeout, api_key=args.api_key or os.environ.get("MOEBIUS_API_KEY") or None,

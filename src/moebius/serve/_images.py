@@ -1,8 +1,9 @@
 """Bytes in, bytes out: decoding uploads under the server's limits, encoding results in the input's format.
 
 The pixel limit is checked from the header before any pixel is decoded, so a small file that claims a
-huge canvas (a decompression bomb) costs nothing. Every failure is an :class:`HTTPProblem` with a 4xx
-status and one line a person can act on.
+huge canvas (a decompression bomb) costs nothing; :func:`claimed_pixels` reads that header alone, so the
+server can admit the decoding by its size (:mod:`.admission`). Every failure is an :class:`HTTPProblem`
+with a 4xx status and one line a person can act on.
 """
 
 from __future__ import annotations
@@ -38,8 +39,23 @@ class Upload:
     format: str
 
 
+def claimed_pixels(raw: bytes, label: str, max_pixels: int) -> int:
+    """Width x height as the header states it (no pixel decoded); refused over ``max_pixels``."""
+    width, height = _open_header(raw, label, max_pixels).size
+    return width * height
+
+
 def open_checked(raw: bytes, label: str, max_pixels: int) -> Image.Image:
     """Open ``raw`` as an image, refuse it if it claims more than ``max_pixels``, then decode it fully."""
+    img = _open_header(raw, label, max_pixels)
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise HTTPProblem(422, f"{label}: the image data is damaged or truncated ({_first_line(exc)})") from None
+    return img
+
+
+def _open_header(raw: bytes, label: str, max_pixels: int) -> Image.Image:
     if not raw:
         raise HTTPProblem(422, f"{label}: the upload is empty")
     try:
@@ -55,10 +71,6 @@ def open_checked(raw: bytes, label: str, max_pixels: int) -> Image.Image:
     if width * height > max_pixels:
         raise HTTPProblem(413, f"{label}: {width}x{height} is {width * height / 1e6:.1f} MP; this server accepts "
                                f"at most {max_pixels / 1e6:.1f} MP")
-    try:
-        img.load()
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise HTTPProblem(422, f"{label}: the image data is damaged or truncated ({_first_line(exc)})") from None
     return img
 
 

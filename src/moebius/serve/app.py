@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import InputError, MoebiusError
 from ._images import HTTPProblem
 from ._runner import PipelineRunner
+from .admission import PixelBudget
 from .batching import MicroBatcher
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class ServeSettings:
     model_name: str = "moebius"
     max_upload_bytes: int = 40 * 2**20
     max_pixels: int = 50_000_000
+    max_pixels_in_flight: int = 50_000_000  # decoded pixels admitted at once (see .admission)
     max_batch: int = 8
     max_wait_ms: float = 10.0
     max_queue: int = 32
@@ -59,6 +61,9 @@ def create_app(settings: ServeSettings | None = None, *, pipeline: Any = None) -
     """Build the app. With ``pipeline`` (a MoebiusInpaintPipeline) it is used as is; otherwise the lifespan
     loads ``settings.weights``."""
     settings = settings or ServeSettings()
+    if settings.max_pixels_in_flight < settings.max_pixels:
+        raise ValueError(f"max_pixels_in_flight ({settings.max_pixels_in_flight}) must be at least max_pixels "
+                         f"({settings.max_pixels}), or the largest image accepted could never be admitted")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -67,7 +72,9 @@ def create_app(settings: ServeSettings | None = None, *, pipeline: Any = None) -
         batcher = MicroBatcher(runner.run_batch, max_batch=settings.max_batch,
                                max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue)
         await batcher.start()
-        app.state.runner, app.state.batcher = runner, batcher
+        budget = PixelBudget(settings.max_pixels_in_flight, max_waiting=settings.max_queue,
+                             retry_after=batcher.retry_after)
+        app.state.runner, app.state.batcher, app.state.budget = runner, batcher, budget
         try:
             yield
         finally:

@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from . import _images
 from ._images import HTTPProblem
-from .routes import _ERRORS, result_headers, run_job
+from .routes import _ERRORS, admitted, result_headers, run_job
 from .schemas import IOPaintInpaintRequest
 
 router = APIRouter()
@@ -67,7 +67,6 @@ async def iopaint_inpaint(req: IOPaintInpaintRequest, request: Request) -> Respo
         _images.check_mask_size(mask, upload.data, resize=None)
         return upload, mask
 
-    upload, mask = await run_in_threadpool(decode)
     guidance = chosen(req, "sd_guidance_scale")
     options = {
         "hd_strategy": req.hd_strategy.lower(),
@@ -83,8 +82,10 @@ async def iopaint_inpaint(req: IOPaintInpaintRequest, request: Request) -> Respo
     }
     options = {k: v for k, v in options.items() if v is not None}
     seed = None if req.sd_seed < 0 else req.sd_seed
-    image, meta = await run_job(request, _images.pipeline_input(upload), mask, seed, "default", options)
-    body, media = await run_in_threadpool(_images.encode, image, upload, {"moebius": meta.to_json()})
+    async with admitted(request, {"image": image_bytes, "mask": mask_bytes}) as deadline:
+        upload, mask = await run_in_threadpool(decode)
+        image, meta = await run_job(request, _images.pipeline_input(upload), mask, seed, "default", options, deadline)
+        body, media = await run_in_threadpool(_images.encode, image, upload, {"moebius": meta.to_json()})
     headers = result_headers(meta)
     ignored = sorted((req.model_extra or {}).keys())
     if ignored:
