@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image
 
 
-def tiny_pipeline():
+def tiny_pipeline(defaults: dict | None = None):
+    """A random-weight ``moebius-tiny`` pipeline; ``defaults`` are its call defaults (as a weights folder's)."""
     import torch
 
     from moebius import create_model
@@ -34,7 +35,7 @@ def tiny_pipeline():
         torch.manual_seed(0)
         unet = create_model("moebius-tiny")
         vae = AutoencoderKL(VAEConfig(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4))
-    pipe = MoebiusInpaintPipeline(unet, vae)
+    pipe = MoebiusInpaintPipeline(unet, vae, defaults=defaults)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -94,15 +95,16 @@ def run(requests: int = 50, rounds: int = 3, size: int = 64, steps: int = 2, max
 
     from moebius.serve import ServeSettings, create_app
     from moebius.serve.app import _load
+    from moebius.serve.http_server import server_config
 
-    settings = ServeSettings(weights=weights, max_batch=max_batch, max_queue=max_queue, max_wait_ms=10)
+    settings = ServeSettings(weights=weights, max_batch=max_batch, max_queue=max_queue, max_wait_ms=10,
+                             max_connections=requests + 16)
     pipe = _load(settings) if weights else tiny_pipeline()
     app = create_app(settings, pipeline=pipe)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           limit_concurrency=requests + 16))
+    server = uvicorn.Server(server_config(app, settings, "127.0.0.1", port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -10,9 +10,6 @@ import base64
 import io
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,25 +29,14 @@ pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None and not Path(CHRO
 
 @pytest.fixture(scope="module")
 def server_url():
-    import uvicorn
+    from loopback_server import loopback_server
     from test_pipeline import tiny_pipeline
 
     from moebius.serve import ServeSettings, create_app
 
-    app = create_app(ServeSettings(max_wait_ms=0), pipeline=tiny_pipeline())
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(30)
+    settings = ServeSettings(max_wait_ms=0)
+    with loopback_server(create_app(settings, pipeline=tiny_pipeline()), settings) as port:
+        yield f"http://127.0.0.1:{port}/"
 
 
 def artifacts_dir(tmp_path: Path) -> Path:

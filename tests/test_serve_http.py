@@ -3,8 +3,8 @@ the cap are answered 503 (serve/http_server.py). Each test is bounded to a few s
 
 from __future__ import annotations
 
+import contextlib
 import socket
-import threading
 import time
 
 import pytest
@@ -23,33 +23,16 @@ def pipe():
 @pytest.fixture
 def serve(pipe):
     """serve(**settings) -> port of a running server; stopped after the test."""
-    import uvicorn
+    from loopback_server import loopback_server
 
     from moebius.serve import ServeSettings, create_app
-    from moebius.serve.http_server import server_config
 
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+    with contextlib.ExitStack() as servers:
+        def start(**settings) -> int:
+            settings = ServeSettings(**settings)
+            return servers.enter_context(loopback_server(create_app(settings, pipeline=pipe), settings))
 
-    def start(**settings) -> int:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        settings = ServeSettings(**settings)
-        server = uvicorn.Server(server_config(create_app(settings, pipeline=pipe), settings, "127.0.0.1", port,
-                                              log_level="error"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-            time.sleep(0.02)
-        servers.append((server, thread))
-        return port
-
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(10)
+        yield start
 
 
 def trickle(port: int, data: bytes, interval_s: float, give_up_s: float) -> tuple[bytes, float]:
