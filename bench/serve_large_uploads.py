@@ -2,8 +2,9 @@
 
 For each ``--budgets`` value (``--max-megapixels-in-flight``) a fresh server process on 127.0.0.1 (a tiny
 random-weight pipeline, as in serve_load.py, inpainting a 128-pixel crop) takes ``--requests`` concurrent
-4000x3000 JPEG photos, each with a PNG mask holding a small hole. Reported per budget: the server's resident memory before the uploads, its peak
-(the kernel's high-water mark, VmHWM) and once every answer is in (settled), and the wall time. Linux only.
+4000x3000 JPEG photos, each with a PNG mask holding a small hole. Reported per budget: the server's resident
+memory before the uploads, at its peak (the kernel's high-water mark, VmHWM) and once every answer is in
+(settled), and the wall time. Linux only.
 
     python bench/serve_large_uploads.py --requests 12 --budgets 144 48 24 12
 """

@@ -29,13 +29,13 @@ pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None and not Path(CHRO
 
 @pytest.fixture(scope="module")
 def server_url():
-    from loopback_server import loopback_server
     from test_pipeline import tiny_pipeline
 
     from moebius.serve import ServeSettings, create_app
+    from moebius.serve.http_server import serving_in_thread
 
     settings = ServeSettings(max_wait_ms=0)
-    with loopback_server(create_app(settings, pipeline=tiny_pipeline()), settings) as port:
+    with serving_in_thread(create_app(settings, pipeline=tiny_pipeline()), settings, log_level="warning") as port:
         yield f"http://127.0.0.1:{port}/"
 
 

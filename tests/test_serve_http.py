@@ -23,14 +23,14 @@ def pipe():
 @pytest.fixture
 def serve(pipe):
     """serve(**settings) -> port of a running server; stopped after the test."""
-    from loopback_server import loopback_server
-
     from moebius.serve import ServeSettings, create_app
+    from moebius.serve.http_server import serving_in_thread
 
     with contextlib.ExitStack() as servers:
         def start(**settings) -> int:
             settings = ServeSettings(**settings)
-            return servers.enter_context(loopback_server(create_app(settings, pipeline=pipe), settings))
+            return servers.enter_context(serving_in_thread(create_app(settings, pipeline=pipe), settings,
+                                                            log_level="error"))
 
         yield start
 

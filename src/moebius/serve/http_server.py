@@ -10,9 +10,15 @@ than ``body_timeout_s`` after the headers, answering 408 when no response has st
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import h11
+from uvicorn import Server
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -96,3 +102,26 @@ def server_config(app: Any, settings: ServeSettings, host: str, port: int, **uvi
     # uvicorn answers 503 once the open connections (this one included) reach limit_concurrency.
     return Config(app, host=host, port=port, http=protocol, limit_concurrency=settings.max_connections + 1,
                   **uvicorn_options)
+
+
+@contextlib.contextmanager
+def serving_in_thread(app: Any, settings: ServeSettings, **uvicorn_options: Any) -> Iterator[int]:
+    """Serve ``app`` on a free 127.0.0.1 port from a background thread (benchmarks, tests, notebooks) -> the
+    port, once it accepts connections; the server stops when the block ends."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = Server(server_config(app, settings, "127.0.0.1", port, **uvicorn_options))
+    thread = threading.Thread(target=server.run, name="moebius-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            server.should_exit = True
+            raise RuntimeError("the server did not start")
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(30)
