@@ -7,6 +7,7 @@ memory before the uploads, at its peak (the kernel's high-water mark, VmHWM) and
 (settled), and the wall time. Linux only.
 
     python bench/serve_large_uploads.py --requests 12 --budgets 144 48 24 12
+    python bench/serve_large_uploads.py --requests 4 --size 7000x7000 --flat-png --budgets 196 49
 """
 
 from __future__ import annotations
@@ -29,14 +30,18 @@ WIDTH, HEIGHT = 4000, 3000
 NATIVE_SIZE = 128  # the tiny model's crop: the figures are the full-size image work, not a large model's
 
 
-def upload_pair(width: int = WIDTH, height: int = HEIGHT) -> tuple[bytes, bytes]:
-    """A smooth photo-like JPEG and a PNG mask with a 64x64 hole -> (image bytes, mask bytes)."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    rgb = np.stack([128 + 100 * np.sin(x / (97 + 13 * c)) * np.cos(y / (71 + 7 * c)) for c in range(3)], -1)
+def upload_pair(width: int = WIDTH, height: int = HEIGHT, flat: bool = False) -> tuple[bytes, bytes]:
+    """A smooth photo-like JPEG (``flat``: a one-colour PNG of a few KB that decodes to full size) and a PNG mask
+    with a 64x64 hole -> (image bytes, mask bytes)."""
     mask = np.zeros((height, width), np.uint8)
     mask[height // 2: height // 2 + 64, width // 2: width // 2 + 64] = 255
     image_file, mask_file = io.BytesIO(), io.BytesIO()
-    Image.fromarray(rgb.astype(np.uint8)).save(image_file, format="JPEG", quality=90)
+    if flat:
+        Image.new("RGB", (width, height), (90, 120, 150)).save(image_file, format="PNG")
+    else:
+        y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+        rgb = np.stack([128 + 100 * np.sin(x / (97 + 13 * c)) * np.cos(y / (71 + 7 * c)) for c in range(3)], -1)
+        Image.fromarray(rgb.astype(np.uint8)).save(image_file, format="JPEG", quality=90)
     Image.fromarray(mask).save(mask_file, format="PNG")
     return image_file.getvalue(), mask_file.getvalue()
 
@@ -80,7 +85,7 @@ async def _send_all(url: str, n: int, image: bytes, mask: bytes, steps: int) -> 
 
 
 def measure(budget_mp: float, requests: int, steps: int, max_batch: int, image: bytes, mask: bytes,
-            small: tuple[bytes, bytes]) -> dict:
+            upload_pixels: int, small: tuple[bytes, bytes]) -> dict:
     """Start a server with this budget, warm it up, send the uploads at once -> its memory figures."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -114,7 +119,7 @@ def measure(budget_mp: float, requests: int, steps: int, max_batch: int, image: 
     finally:
         server.terminate()
         server.wait(30)
-    return {"budget_mp": budget_mp, "images_in_flight_at_most": int(budget_mp * 1e6 // (WIDTH * HEIGHT)),
+    return {"budget_mp": budget_mp, "images_in_flight_at_most": int(budget_mp * 1e6 // upload_pixels),
             "ok": statuses.count(200), "statuses": sorted(set(statuses)), "rss_before_mb": before["rss"],
             "peak_rss_mb": after["peak"], "settled_rss_mb": after["rss"],
             "peak_above_before_mb": round(after["peak"] - before["rss"], 1), "seconds": round(seconds, 1),
@@ -123,9 +128,12 @@ def measure(budget_mp: float, requests: int, steps: int, max_batch: int, image: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=12, help="concurrent 4000x3000 uploads per budget (12)")
+    parser.add_argument("--requests", type=int, default=12, help="concurrent uploads per budget (12)")
     parser.add_argument("--budgets", type=float, nargs="+", default=[144.0, 48.0, 24.0, 12.0],
                         help="--max-megapixels-in-flight values to compare")
+    parser.add_argument("--size", default=f"{WIDTH}x{HEIGHT}", help="upload size, WIDTHxHEIGHT (4000x3000)")
+    parser.add_argument("--flat-png", action="store_true",
+                        help="upload one-colour PNGs of a few KB instead of photo-like JPEGs")
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)  # the server process
@@ -133,12 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve is not None:
         serve(args.serve, args.budgets[0], args.max_batch)
         return 0
-    if not 1 <= args.requests <= 32 or len(args.budgets) > 6 or min(args.budgets) < WIDTH * HEIGHT / 1e6:
-        parser.error("bounded: 1..32 requests, at most 6 budgets, each at least 12 MP (one upload)")
-    image, mask = upload_pair()
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    if not 1 <= args.requests <= 32 or len(args.budgets) > 6 or min(args.budgets) * 1e6 < width * height \
+            or width * height > 50_000_000:
+        parser.error("bounded: 1..32 requests, at most 6 budgets, uploads of at most 50 MP, each budget at least "
+                     "one upload")
+    image, mask = upload_pair(width, height, args.flat_png)
     small = upload_pair(64, 64)
-    rows = [measure(b, args.requests, args.steps, args.max_batch, image, mask, small) for b in args.budgets]
-    report = {"requests": args.requests, "size": f"{WIDTH}x{HEIGHT}", "jpeg_bytes": len(image),
+    rows = [measure(b, args.requests, args.steps, args.max_batch, image, mask, width * height, small)
+            for b in args.budgets]
+    report = {"requests": args.requests, "size": f"{width}x{height}", "upload_bytes": len(image) + len(mask),
               "max_batch": args.max_batch, "steps": args.steps, "per_budget": rows}
     json.dump(report, sys.stdout, indent=2)
     print()
