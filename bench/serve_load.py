@@ -13,9 +13,7 @@ import argparse
 import asyncio
 import io
 import json
-import socket
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -23,7 +21,8 @@ import numpy as np
 from PIL import Image
 
 
-def tiny_pipeline():
+def tiny_pipeline(defaults: dict | None = None):
+    """A random-weight ``moebius-tiny`` pipeline; ``defaults`` are its call defaults (as a weights folder's)."""
     import torch
 
     from moebius import create_model
@@ -34,7 +33,7 @@ def tiny_pipeline():
         torch.manual_seed(0)
         unet = create_model("moebius-tiny")
         vae = AutoencoderKL(VAEConfig(block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4))
-    pipe = MoebiusInpaintPipeline(unet, vae)
+    pipe = MoebiusInpaintPipeline(unet, vae, defaults=defaults)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -90,29 +89,17 @@ async def one_round(url: str, n: int, image: bytes, mask: bytes, steps: int, fir
 def run(requests: int = 50, rounds: int = 3, size: int = 64, steps: int = 2, max_batch: int = 8,
         max_queue: int = 64, weights: str | None = None, timeout: float = 120.0) -> dict:
     """Start a server on loopback, run ``rounds`` rounds of ``requests`` concurrent requests -> numbers."""
-    import uvicorn
-
     from moebius.serve import ServeSettings, create_app
     from moebius.serve.app import _load
+    from moebius.serve.http_server import serving_in_thread
 
-    settings = ServeSettings(weights=weights, max_batch=max_batch, max_queue=max_queue, max_wait_ms=10)
+    settings = ServeSettings(weights=weights, max_batch=max_batch, max_queue=max_queue, max_wait_ms=10,
+                             max_connections=requests + 16)
     pipe = _load(settings) if weights else tiny_pipeline()
     app = create_app(settings, pipeline=pipe)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           limit_concurrency=requests + 16))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("server did not start")
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
-    image, mask = inputs(size)
-    try:
+    with serving_in_thread(app, settings, log_level="warning") as port:
+        url = f"http://127.0.0.1:{port}"
+        image, mask = inputs(size)
         asyncio.run(one_round(url, 2, image, mask, steps, 10**6, timeout))  # warm-up (first call folds the model)
         runner, batcher = app.state.runner, app.state.batcher
         results, rss = [], [round(rss_mb(), 1)]
@@ -130,9 +117,6 @@ def run(requests: int = 50, rounds: int = 3, size: int = 64, steps: int = 2, max
             "round_seconds": [r["seconds"] for r in results], "rss_mb_after_warmup_then_each_round": rss,
             "queue_depth_after": batcher.depth, "image_size": size, "steps": steps, "max_batch": max_batch,
         }
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def main(argv: list[str] | None = None) -> int:

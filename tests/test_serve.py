@@ -145,7 +145,7 @@ def _bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
 
 
 @pytest.mark.parametrize("case, status, words", [
-    ("not_an_image", 422, "not an image"),
+    ("not_an_image", 422, "image: not a readable image (PNG, JPEG"),
     ("truncated_png", 422, "truncated"),
     ("mask_size", 422, "mask is 32x32 but the image is 64x64"),
     ("huge_dimensions", 413, "MP"),
@@ -358,3 +358,144 @@ def test_request_timeout_is_504(pipe):
         r = post(c, png(rgb), png(mask))
         assert r.status_code == 504 and "no answer within" in r.json()["error"]
         assert_healthy(c)
+
+
+def test_chunked_json_over_the_limit_is_413_not_400(client):
+    """A JSON body without Content-Length is counted as it arrives; past the limit the answer is 413, not
+    FastAPI's 400 for a body it could not read."""
+    def body():
+        yield b'{"image": "'
+        for _ in range(40):
+            yield b"A" * 65536
+
+    r = client.post("/api/v1/inpaint", content=body(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "too large" in r.json()["error"], r.text
+    assert_healthy(client)
+
+
+def test_error_messages_name_the_field_not_python_objects(client):
+    rgb, mask = scene(64, 64)
+    r = post(client, b"this is not an image at all" * 10, png(mask))
+    assert r.status_code == 422 and r.json()["error"] == "image: not a readable image (PNG, JPEG, WebP, BMP, TIFF or GIF)"
+    r = post(client, png(rgb), b"GIF89a broken")
+    assert r.status_code == 422 and r.json()["error"].startswith("mask: not a readable image")
+    assert "object at 0x" not in r.json()["error"]
+    # IOPaint's route takes no resize_mask, so its mask-size error does not offer one
+    r = client.post("/api/v1/inpaint", json={"image": b64(png(rgb)), "mask": b64(png(mask[:10, :10]))})
+    assert r.status_code == 422 and r.json()["error"] == ("mask is 10x10 but the image is 64x64; send a mask of "
+                                                          "the image's size")
+    r = client.post("/api/v1/inpaint", content=b'{"image": ', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"].startswith("body is not valid JSON: "), r.text
+    assert "JSON decode error" not in r.json()["error"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pixel budget
+
+
+def test_pixel_budget_admits_in_order_within_capacity():
+    from moebius.serve.admission import PixelBudget
+
+    async def scenario():
+        budget = PixelBudget(10, max_waiting=2, retry_after=lambda: 7)
+        order: list[str] = []
+
+        async def hold(name: str, pixels: int, release: asyncio.Event, timeout: float = 5):
+            async with budget.admit(pixels, timeout):
+                order.append(name)
+                assert budget.in_flight <= budget.capacity
+                await release.wait()
+
+        go_a, go_b, go_c = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        a = asyncio.ensure_future(hold("a", 6, go_a))
+        await asyncio.sleep(0)
+        b = asyncio.ensure_future(hold("b", 6, go_b))  # does not fit beside a
+        c = asyncio.ensure_future(hold("c", 2, go_c))  # would fit, but waits behind b (no overtaking)
+        await asyncio.sleep(0.01)
+        assert order == ["a"] and budget.waiting == 2
+        with pytest.raises(QueueFull) as full:
+            await budget._acquire(1, 5)
+        assert full.value.retry_after == 7
+        go_a.set()
+        await asyncio.sleep(0.01)
+        assert order == ["a", "b", "c"] and budget.in_flight == 8
+        with pytest.raises(RequestTimeout):  # 3 more do not fit beside b and c
+            await hold("late", 3, asyncio.Event(), timeout=0.05)
+        assert budget.waiting == 0
+        go_b.set(), go_c.set()
+        await asyncio.gather(a, b, c)
+        assert budget.in_flight == 0 and budget.peak == 8
+
+    asyncio.run(scenario())
+
+
+class GatedPipeline:
+    """The tiny pipeline, holding each call until ``gate`` is set (so a test can look at the server meanwhile)."""
+
+    def __init__(self, pipe):
+        self.pipe, self.gate, self.entered = pipe, threading.Event(), threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.pipe, name)
+
+    def __call__(self, *args, **kwargs):
+        self.entered.set()
+        assert self.gate.wait(30)
+        return self.pipe(*args, **kwargs)
+
+
+def test_decoding_waits_for_room_in_the_pixel_budget(pipe, monkeypatch):
+    """With 10,000 pixels in flight allowed, a 96x96 request in the pipeline keeps a 64x40 one from even being
+    decoded (it waits, sized from its header), a third waiting request is 503, and both are then answered."""
+    from moebius.serve import _images
+
+    decoded: list[tuple[int, int]] = []
+    real_decode = _images.decode_image
+
+    def counting_decode(raw, max_pixels, label="image"):
+        upload = real_decode(raw, max_pixels, label)
+        decoded.append(upload.data.size)
+        return upload
+
+    monkeypatch.setattr(_images, "decode_image", counting_decode)
+    gated = GatedPipeline(pipe)
+    app = create_app(ServeSettings(max_pixels=10_000, max_pixels_in_flight=10_000, max_queue=1, max_wait_ms=0),
+                     pipeline=gated)
+
+    def request(width, height):
+        rgb = np.zeros((height, width, 3), np.uint8)
+        mask = np.zeros((height, width), np.uint8)
+        mask[:16, :16] = 255
+        return png(rgb), png(mask)
+
+    big, small = request(96, 96), request(64, 40)
+    answers: dict[str, int] = {}
+    with TestClient(app) as c:
+        def send(name, files):
+            answers[name] = post(c, *files, seed=1).status_code
+
+        first = threading.Thread(target=send, args=("big", big))
+        first.start()
+        assert gated.entered.wait(30)
+        second = threading.Thread(target=send, args=("small", small))
+        second.start()
+        for _ in range(200):
+            health = c.get("/v1/health").json()
+            if health["waiting_for_pixels"] == 1:
+                break
+            threading.Event().wait(0.02)
+        assert (health["pixels_in_flight"], health["pixel_budget"]) == (9216, 10_000), health
+        assert health["waiting_for_pixels"] == 1 and decoded == [(96, 96)]
+        busy = post(c, *small)
+        assert busy.status_code == 503 and int(busy.headers["retry-after"]) >= 1
+        gated.gate.set()
+        first.join(60), second.join(60)
+        assert answers == {"big": 200, "small": 200}
+        assert app.state.budget.peak == 9216 and app.state.budget.in_flight == 0
+        too_big = post(c, *request(120, 100))
+        assert too_big.status_code == 413 and "120x100" in too_big.json()["error"]  # the per-image limit still holds
+
+
+def test_a_budget_below_the_image_limit_is_refused(pipe):
+    with pytest.raises(ValueError, match="max_pixels_in_flight"):
+        create_app(ServeSettings(max_pixels=2_000_000, max_pixels_in_flight=1_000_000), pipeline=pipe)

@@ -11,9 +11,6 @@ import contextlib
 import io
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,24 +30,11 @@ pytestmark = pytest.mark.skipif(shutil.which(CHROMIUM) is None and not Path(CHRO
 
 @contextlib.contextmanager
 def served(app):
-    """Run ``app`` with uvicorn on a free loopback port in a thread -> its base URL."""
-    import uvicorn
+    """Run ``app`` (made by ``create_app``) on a free loopback port in a thread -> its base URL."""
+    from moebius.serve.http_server import serving_in_thread
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    try:
+    with serving_in_thread(app, app.state.settings, log_level="warning") as port:
         yield f"http://127.0.0.1:{port}/"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 @pytest.fixture(scope="module")

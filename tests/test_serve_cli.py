@@ -51,6 +51,8 @@ def test_without_weights_serves_the_bundled_model(tmp_path, monkeypatch):
     (("--weights", ".", "--port", "70000"), "--port"),
     (("--weights", ".", "--max-queue", "0"), "--max-queue"),
     (("--weights", ".", "--device", "cpu", "--dtype", "float16"), "float16 is for CUDA and MPS"),
+    (("--weights", ".", "--max-connections", "0"), "--max-connections"),
+    (("--weights", ".", "--header-timeout", "0"), "--header-timeout"),
 ])
 def test_user_mistakes(argv, words):
     with pytest.raises(MoebiusError, match=words):
@@ -62,6 +64,10 @@ def test_settings(tmp_path, monkeypatch):
     s = serve_command.settings_from_args(parse("--weights", str(tmp_path), "--device", "cpu", "--max-upload-mb", "1",
                                                "--cors-origin", "http://a", "--api-key", "k"))
     assert (s.device, s.max_upload_bytes, s.cors_origins, s.api_key) == ("cpu", 2**20, ("http://a",), "k")
+    assert (s.max_connections, s.header_timeout_s, s.body_timeout_s) == (64, 10.0, 120.0)
+    s = serve_command.settings_from_args(parse("--weights", str(tmp_path), "--max-connections", "5",
+                                               "--header-timeout", "2.5", "--body-timeout", "30"))
+    assert (s.max_connections, s.header_timeout_s, s.body_timeout_s) == (5, 2.5, 30.0)
 
 
 def test_serve_starts_on_loopback_with_saved_weights(tmp_path, monkeypatch):
@@ -107,3 +113,12 @@ def test_unusable_device_is_one_line(tmp_path):
     settings = serve_command.settings_from_args(parse("--weights", str(tmp_path / "tiny"), "--device", "nodevice"))
     with pytest.raises(MoebiusError, match="cannot use device 'nodevice'"):
         _load(settings)
+
+
+def test_pixel_budget_defaults_to_the_image_limit_and_may_not_be_below_it(tmp_path):
+    s = serve_command.settings_from_args(parse("--weights", str(tmp_path), "--max-megapixels", "12"))
+    assert (s.max_pixels, s.max_pixels_in_flight) == (12_000_000, 12_000_000)
+    s = serve_command.settings_from_args(parse("--weights", str(tmp_path), "--max-megapixels-in-flight", "96"))
+    assert (s.max_pixels, s.max_pixels_in_flight) == (50_000_000, 96_000_000)
+    with pytest.raises(MoebiusError, match=r"--max-megapixels-in-flight \(24\) must be at least --max-megapixels"):
+        serve_command.settings_from_args(parse("--weights", str(tmp_path), "--max-megapixels-in-flight", "24"))

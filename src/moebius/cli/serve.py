@@ -33,11 +33,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-upload-mb", type=float, default=40.0, help="largest request body, MiB (40)")
     limits.add_argument("--max-megapixels", type=float, default=50.0, help="largest image, megapixels (50)")
+    limits.add_argument("--max-megapixels-in-flight", type=float, metavar="MP",
+                        help="decoded megapixels admitted at once, from decoding to the encoded answer; bounds "
+                             "memory (default: --max-megapixels, one largest image at a time)")
     limits.add_argument("--max-batch", type=int, default=8, help="most same-size requests merged into one call (8)")
     limits.add_argument("--batch-wait-ms", type=float, default=10.0,
                         help="how long an idle queue waits for companions (10)")
     limits.add_argument("--max-queue", type=int, default=32, help="requests waiting before 503 Busy (32)")
     limits.add_argument("--timeout", type=float, default=300.0, help="per-request time limit, seconds (300)")
+    limits.add_argument("--max-connections", type=int, default=64,
+                        help="open connections served at once; more are answered 503 (64)")
+    limits.add_argument("--header-timeout", type=float, default=10.0,
+                        help="seconds a client has to send a request's headers (10)")
+    limits.add_argument("--body-timeout", type=float, default=120.0,
+                        help="seconds a client has to send a request's body once its headers are in (120)")
     access = parser.add_argument_group("access")
     access.add_argument("--api-key", help="require this key (X-API-Key or Authorization: Bearer); "
                                           "default: $MOEBIUS_API_KEY, else none")
@@ -66,9 +75,15 @@ def settings_from_args(args: argparse.Namespace):
     if not 0 < args.port < 65536:
         raise InputError(f"--port must lie in 1..65535, got {args.port}")
     for flag, value in (("--max-upload-mb", args.max_upload_mb), ("--max-megapixels", args.max_megapixels),
-                        ("--max-batch", args.max_batch), ("--max-queue", args.max_queue), ("--timeout", args.timeout)):
+                        ("--max-batch", args.max_batch), ("--max-queue", args.max_queue), ("--timeout", args.timeout),
+                        ("--max-connections", args.max_connections), ("--header-timeout", args.header_timeout),
+                        ("--body-timeout", args.body_timeout)):
         if value <= 0:
             raise InputError(f"{flag} must be positive, got {value}")
+    in_flight = args.max_megapixels if args.max_megapixels_in_flight is None else args.max_megapixels_in_flight
+    if in_flight < args.max_megapixels:
+        raise InputError(f"--max-megapixels-in-flight ({in_flight:g}) must be at least --max-megapixels "
+                         f"({args.max_megapixels:g}), or the largest image accepted could never be admitted")
     if args.weights is not None and not Path(args.weights).expanduser().exists():
         raise InputError(f"--weights {args.weights}: no such folder")
     device = resolve_device(args.device)
@@ -85,8 +100,10 @@ def settings_from_args(args: argparse.Namespace):
         weights=str(Path(weights).expanduser()), variant=args.variant, vae=args.vae,
         device=device, dtype=args.dtype, fast=not args.no_fast,
         max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
+        max_pixels_in_flight=int(in_flight * 1e6),
         max_batch=args.max_batch, max_wait_ms=args.batch_wait_ms, max_queue=args.max_queue,
-        request_timeout_s=args.timeout, api_key=args.api_key or os.environ.get("MOEBIUS_API_KEY") or None,
+        request_timeout_s=args.timeout, max_connections=args.max_connections, header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout, api_key=args.api_key or os.environ.get("MOEBIUS_API_KEY") or None,
         cors_origins=tuple(args.cors_origin), editor=not args.no_editor, ui=args.ui)
 
 
@@ -99,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise ConfigError("moebius serve needs uvicorn: pip install 'moebius-inpaint[serve]'") from None
     from ..serve.app import _load, create_app
+    from ..serve.http_server import server_config
 
     pipeline = _load(settings)  # fail on bad weights before binding the port
     app = create_app(settings, pipeline=pipeline)
@@ -117,6 +135,6 @@ def run(args: argparse.Namespace) -> int:
                   f"installed iopaint is {iopaint_version()}", file=sys.stderr)
     front = "IOPaint's front-end" if settings.ui == "iopaint" else "editor"
     print(f"moebius serve: {front} at http://{host}:{args.port}/  API docs at http://{host}:{args.port}/docs")
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
+    server = uvicorn.Server(server_config(app, settings, args.host, args.port, log_level="info"))
     server.run()
     return 0

@@ -1,13 +1,15 @@
 """Bytes in, bytes out: decoding uploads under the server's limits, encoding results in the input's format.
 
 The pixel limit is checked from the header before any pixel is decoded, so a small file that claims a
-huge canvas (a decompression bomb) costs nothing. Every failure is an :class:`HTTPProblem` with a 4xx
-status and one line a person can act on.
+huge canvas (a decompression bomb) costs nothing; :func:`claimed_pixels` reads that header alone, so the
+server can admit the decoding by its size (:mod:`.admission`). Every failure is an :class:`HTTPProblem`
+with a 4xx status and one line a person can act on.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,8 +32,23 @@ class Upload:
     format: str
 
 
+def claimed_pixels(raw: bytes, label: str, max_pixels: int) -> int:
+    """Width x height as the header states it (no pixel decoded); refused over ``max_pixels``."""
+    width, height = _open_header(raw, label, max_pixels).size
+    return width * height
+
+
 def open_checked(raw: bytes, label: str, max_pixels: int) -> Image.Image:
     """Open ``raw`` as an image, refuse it if it claims more than ``max_pixels``, then decode it fully."""
+    img = _open_header(raw, label, max_pixels)
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise HTTPProblem(422, f"{label}: the image data is damaged or truncated ({_first_line(exc)})") from None
+    return img
+
+
+def _open_header(raw: bytes, label: str, max_pixels: int) -> Image.Image:
     if not raw:
         raise HTTPProblem(422, f"{label}: the upload is empty")
     try:
@@ -39,16 +56,14 @@ def open_checked(raw: bytes, label: str, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError:
         raise HTTPProblem(413, f"{label}: the image claims far more pixels than the {max_pixels / 1e6:.1f} MP this "
                                "server accepts (decompression bomb refused)") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise HTTPProblem(422, f"{label}: not an image Pillow can read ({_first_line(exc)})") from None
+    except UnidentifiedImageError:
+        raise HTTPProblem(422, f"{label}: not a readable image (PNG, JPEG, WebP, BMP, TIFF or GIF)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise HTTPProblem(422, f"{label}: not a readable image ({_first_line(exc)})") from None
     width, height = img.size
     if width * height > max_pixels:
         raise HTTPProblem(413, f"{label}: {width}x{height} is {width * height / 1e6:.1f} MP; this server accepts "
                                f"at most {max_pixels / 1e6:.1f} MP")
-    try:
-        img.load()
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
-        raise HTTPProblem(422, f"{label}: the image data is damaged or truncated ({_first_line(exc)})") from None
     return img
 
 
@@ -69,10 +84,14 @@ def decode_mask(raw: bytes, max_pixels: int, label: str = "mask") -> np.ndarray:
         raise HTTPProblem(422, str(exc)) from None
 
 
-def check_mask_size(mask: np.ndarray, image: ImageData, resize: bool) -> None:
-    if (mask.shape[1], mask.shape[0]) != image.size and not resize:
-        raise HTTPProblem(422, f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {image.size[0]}x"
-                               f"{image.size[1]}; send a mask of the image's size or set resize_mask=true")
+def check_mask_size(mask: np.ndarray, image: ImageData, resize: bool | None) -> None:
+    """Refuse a mask of another size than the image unless ``resize`` (the native ``resize_mask`` field) is set;
+    ``None`` means the route has no such field, so the message does not offer it."""
+    if (mask.shape[1], mask.shape[0]) == image.size or resize:
+        return
+    remedy = "send a mask of the image's size" + (" or set resize_mask=true" if resize is not None else "")
+    raise HTTPProblem(422, f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {image.size[0]}x"
+                           f"{image.size[1]}; {remedy}")
 
 
 def pipeline_input(upload: Upload) -> np.ndarray:
@@ -93,6 +112,10 @@ def encode(image: Image.Image, upload: Upload, text: dict[str, str] | None = Non
     return out.getvalue(), _MIME[fmt]
 
 
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    """The exception's first line, without Python object reprs (``<_io.BytesIO object at 0x...>``)."""
+    text = _OBJECT_REPR.sub("", str(exc)).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__

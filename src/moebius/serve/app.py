@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from ..errors import MoebiusError
 from . import iopaint_compat, routes
 from ._runner import PipelineRunner
+from .admission import PixelBudget
 from .batching import MicroBatcher
 from .errors import HTTPProblem, add_error_handlers, error_response
 from .iopaint_ui import iopaint_web_app
@@ -41,10 +42,14 @@ class ServeSettings:
     model_name: str = "moebius"
     max_upload_bytes: int = 40 * 2**20
     max_pixels: int = 50_000_000
+    max_pixels_in_flight: int = 50_000_000  # decoded pixels admitted at once (see .admission)
     max_batch: int = 8
     max_wait_ms: float = 10.0
     max_queue: int = 32
     request_timeout_s: float = 300.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 120.0
+    max_connections: int = 64
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     editor: bool = True
@@ -56,6 +61,9 @@ def create_app(settings: ServeSettings | None = None, *, pipeline: Any = None) -
     """Build the app. With ``pipeline`` (a MoebiusInpaintPipeline) it is used as is; otherwise the lifespan
     loads ``settings.weights``."""
     settings = settings or ServeSettings()
+    if settings.max_pixels_in_flight < settings.max_pixels:
+        raise ValueError(f"max_pixels_in_flight ({settings.max_pixels_in_flight}) must be at least max_pixels "
+                         f"({settings.max_pixels}), or the largest image accepted could never be admitted")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -64,7 +72,9 @@ def create_app(settings: ServeSettings | None = None, *, pipeline: Any = None) -
         batcher = MicroBatcher(runner.run_batch, max_batch=settings.max_batch,
                                max_wait_s=settings.max_wait_ms / 1000, max_queue=settings.max_queue)
         await batcher.start()
-        app.state.runner, app.state.batcher = runner, batcher
+        budget = PixelBudget(settings.max_pixels_in_flight, max_waiting=settings.max_queue,
+                             retry_after=batcher.retry_after)
+        app.state.runner, app.state.batcher, app.state.budget = runner, batcher, budget
         try:
             yield
         finally:
@@ -136,7 +146,11 @@ def _key_ok(request: Request, key: str) -> bool:
 
 class BodyLimit:
     """ASGI middleware refusing a request body over ``max_bytes`` with 413, whether or not it declares
-    Content-Length (a chunked upload is counted as it arrives)."""
+    Content-Length (a chunked upload is counted as it arrives).
+
+    Past the limit, whatever the app answers instead (FastAPI turns a failed JSON read into a 400) is dropped
+    and the 413 is sent in its place.
+    """
 
     def __init__(self, app, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -155,25 +169,30 @@ class BodyLimit:
                 if declared > limit:
                     return await error_response(413, message)(scope, receive, send)
         seen = 0
-        started = False
+        over = started = False
 
         async def counting_receive():
-            nonlocal seen
+            nonlocal seen, over
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > limit:
+                    over = True
                     raise HTTPProblem(413, message)
             return msg
 
-        async def tracking_send(msg):
+        async def guarded_send(msg):
             nonlocal started
+            if over:
+                return
             if msg["type"] == "http.response.start":
                 started = True
             await send(msg)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
-        except HTTPProblem as exc:
-            if not started:
-                await error_response(exc.status, exc.message)(scope, receive, send)
+            await self.app(scope, counting_receive, guarded_send)
+        except HTTPProblem:
+            if not over:
+                raise
+        if over and not started:
+            await error_response(413, message)(scope, receive, send)

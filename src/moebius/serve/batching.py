@@ -137,7 +137,7 @@ class MicroBatcher:
             raise RuntimeError("MicroBatcher.start() was not awaited")
         if len(self._pending) >= self.max_queue:
             self.stats.rejected += 1
-            raise QueueFull(self._retry_after())
+            raise QueueFull(self.retry_after())
         job.future = asyncio.get_running_loop().create_future()
         self._pending.append(job)
         self.stats.requests += 1
@@ -156,7 +156,8 @@ class MicroBatcher:
                 job.release()
             raise RequestTimeout(f"no answer within {timeout:g} s") from None
 
-    def _retry_after(self) -> int:
+    def retry_after(self) -> int:
+        """Seconds a refused client should wait: the queue ahead of it at the measured seconds per batch."""
         per_batch = self.stats.seconds / self.stats.batches if self.stats.batches else 5.0
         return max(1, math.ceil(per_batch * (1 + len(self._pending) / self.max_batch)))
 

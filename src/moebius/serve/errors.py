@@ -67,6 +67,10 @@ def describe_validation(errors: list[dict[str, Any]]) -> str:
         name = ".".join(loc) or "request"
         if err.get("type") == "extra_forbidden":
             parts.append(f"unknown field {name!r}")
+        elif err.get("type") == "json_invalid":
+            reason = (err.get("ctx") or {}).get("error", "cannot be parsed")
+            where = f" at character {loc[0]}" if loc and loc[0].isdigit() else ""
+            parts.append(f"body is not valid JSON: {reason}{where}")
         else:
             parts.append(f"{name}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "invalid request"

@@ -46,7 +46,7 @@ from starlette.concurrency import run_in_threadpool
 
 from . import _images, socketio_events
 from .errors import ERROR_RESPONSES, HTTPProblem
-from .routes import result_headers, run_job
+from .routes import admitted, result_headers, run_job
 from .schemas import IOPaintInpaintRequest
 from .socketio_events import EventHub
 
@@ -122,22 +122,23 @@ async def iopaint_inpaint(req: IOPaintInpaintRequest, request: Request) -> Respo
     def decode():
         upload = _images.decode_image(image_bytes, settings.max_pixels)
         mask = read_mask(mask_bytes, settings.max_pixels)
-        _images.check_mask_size(mask, upload.data, resize=False)
+        _images.check_mask_size(mask, upload.data, resize=None)
         return upload, mask
 
-    upload, mask = await run_in_threadpool(decode)
     seed = None if req.sd_seed < 0 else req.sd_seed
     request_id = request.headers.get("x-request-id") or f"iopaint-{secrets.token_hex(8)}"
     progress = ProgressEvents(request, request_id)
-    watcher = asyncio.create_task(progress.follow())
-    try:
-        image, meta = await run_job(request, _images.pipeline_input(upload), mask, seed, "default",
-                                    pipeline_options(req), request_id=request_id)
-        progress.report()  # steps taken since the watcher last looked
-    finally:
-        watcher.cancel()
-        progress.hub.emit("diffusion_finish")
-    body, media = await run_in_threadpool(_images.encode, image, upload, {"moebius": meta.to_json()})
+    async with admitted(request, {"image": image_bytes, "mask": mask_bytes}) as deadline:
+        upload, mask = await run_in_threadpool(decode)
+        watcher = asyncio.create_task(progress.follow())
+        try:
+            image, meta = await run_job(request, _images.pipeline_input(upload), mask, seed, "default",
+                                        pipeline_options(req), deadline, request_id=request_id)
+            progress.report()  # steps taken since the watcher last looked
+        finally:
+            watcher.cancel()
+            progress.hub.emit("diffusion_finish")
+        body, media = await run_in_threadpool(_images.encode, image, upload, {"moebius": meta.to_json()})
     headers = result_headers(meta)
     ignored = sorted((req.model_extra or {}).keys())
     if ignored:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -65,10 +68,12 @@ async def inpaint(request: Request) -> Response:
         options = InpaintOptions(**fields)
     except ValidationError as exc:
         raise HTTPProblem(422, describe_validation(exc.errors())) from None
-    upload, mask = await run_in_threadpool(_decode, files["image"], files.get("mask"), options, settings.max_pixels)
-    image, meta = await run_job(request, _images.pipeline_input(upload), mask, options.seed, options.preset,
-                                options.call_options())
-    body, media = await run_in_threadpool(_images.encode, image, upload, {"moebius": meta.to_json()})
+    async with admitted(request, files) as deadline:
+        upload, mask = await run_in_threadpool(_decode, files["image"], files.get("mask"), options,
+                                               settings.max_pixels)
+        image, meta = await run_job(request, _images.pipeline_input(upload), mask, options.seed, options.preset,
+                                    options.call_options(), deadline)
+        body, media = await run_in_threadpool(_images.encode, image, upload, {"moebius": meta.to_json()})
     return Response(body, media_type=media, headers=result_headers(meta))
 
 
@@ -83,22 +88,37 @@ def _decode(image_bytes: bytes, mask_bytes: bytes | None, options: InpaintOption
     return upload, mask
 
 
+@contextlib.asynccontextmanager
+async def admitted(request: Request, uploads: dict[str, bytes]) -> AsyncIterator[float]:
+    """Hold room in the pixel budget for the largest of ``uploads`` (name -> bytes, sized from their headers
+    before anything is decoded) while the body runs -> its deadline (``time.monotonic()`` seconds).
+
+    Waiting for room and waiting in the batch queue share the request's time limit; a full queue is 503 with
+    ``Retry-After``, a request past its limit 504.
+    """
+    settings, budget = request.app.state.settings, request.app.state.budget
+    deadline = time.monotonic() + settings.request_timeout_s
+    pixels = max(_images.claimed_pixels(raw, name, settings.max_pixels) for name, raw in uploads.items())
+    try:
+        async with budget.admit(pixels, settings.request_timeout_s):
+            yield deadline
+    except QueueFull as exc:
+        raise HTTPProblem(503, str(exc), {"Retry-After": str(exc.retry_after)}) from None
+    except RequestTimeout:
+        raise HTTPProblem(504, f"no answer within {settings.request_timeout_s:g} s") from None
+
+
 async def run_job(request: Request, image, mask, seed: int | None, preset: str, options: dict[str, Any],
-                  request_id: str | None = None):
-    """Queue one image (shared by both dialects) -> (PIL image, InpaintMetadata); queue errors become 503/504.
+                  deadline: float, request_id: str | None = None):
+    """Queue one image (shared by both dialects; inside :func:`admitted`) -> (PIL image, InpaintMetadata).
     Its progress is kept under ``request_id``, else the ``X-Request-Id`` header."""
-    settings, batcher = request.app.state.settings, request.app.state.batcher
+    batcher = request.app.state.batcher
     if seed is None:
         preset_seed = get_preset(preset).seed
         seed = preset_seed if preset_seed is not None else secrets.randbelow(2**31)
     job = Job(image, mask, seed, {"preset": preset, **options},
               request_id=request_id or request.headers.get("x-request-id"))
-    try:
-        return await batcher.submit(job, settings.request_timeout_s)
-    except QueueFull as exc:
-        raise HTTPProblem(503, str(exc), {"Retry-After": str(exc.retry_after)}) from None
-    except RequestTimeout as exc:
-        raise HTTPProblem(504, str(exc)) from None
+    return await batcher.submit(job, max(0.0, deadline - time.monotonic()))
 
 
 def result_headers(meta) -> dict[str, str]:
@@ -110,9 +130,10 @@ def result_headers(meta) -> dict[str, str]:
 @router.get("/v1/health", tags=["server"], response_model=Health)
 async def health(request: Request) -> Health:
     """Liveness and queue state (never needs the API key)."""
-    batcher, runner = request.app.state.batcher, request.app.state.runner
+    batcher, runner, budget = request.app.state.batcher, request.app.state.runner, request.app.state.budget
     return Health(model=runner.model_name, device=str(runner.pipeline.device), queue_depth=batcher.depth,
-                  queue_limit=batcher.max_queue, requests=batcher.stats.requests, batches=batcher.stats.batches,
+                  queue_limit=batcher.max_queue, pixels_in_flight=budget.in_flight, pixel_budget=budget.capacity,
+                  waiting_for_pixels=budget.waiting, requests=batcher.stats.requests, batches=batcher.stats.batches,
                   images_per_batch=round(batcher.stats.images_per_batch, 3))
 
 

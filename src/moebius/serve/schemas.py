@@ -63,6 +63,9 @@ class Health(BaseModel):
     device: str
     queue_depth: int
     queue_limit: int
+    pixels_in_flight: int = Field(description="decoded pixels of the requests admitted now")
+    pixel_budget: int = Field(description="most decoded pixels admitted at once (--max-megapixels-in-flight)")
+    waiting_for_pixels: int = Field(description="requests waiting for room in the pixel budget")
     requests: int
     batches: int
     images_per_batch: float
