@@ -170,6 +170,12 @@ class OptimConfig:
     nesterov: bool = True
     ns_steps: int = 5
     muon_backend: Literal["auto", "torch", "moebius"] = "auto"  # auto: torch.optim.Muon when it exists
+    # Muon's step 0.2·√max(A, B): A, B the sides of the orthogonalised matrix (C_out, C_in·k·k), the RMS
+    # match; "leading": the parameter's first two dimensions, as the released code (smaller conv steps).
+    muon_scale_shape: Literal["matrix", "leading"] = "matrix"
+    # The AdamW group of muon_adamw: torch.optim.AdamW, or "moonlight", the released code's (eps added to the
+    # uncorrected √v; differs only for near-zero gradients).
+    adamw_form: Literal["torch", "moonlight"] = "torch"
     adamw_names: list[str] = field(default_factory=lambda: ["embedding_layer", "conv_in", "conv_out"])
     warmup_steps: int = 0
     milestones: list[int] = field(default_factory=lambda: [111_000, 129_000])
@@ -184,7 +190,7 @@ class EMAConfig:
 
     enabled: bool = False
     decay: float = 0.9999
-    warmup: bool = True  # decay = min(decay, (1 + n) / (10 + n)) after n updates, as the released code
+    warmup: bool = True  # update n (from 1) uses min(decay, (1 + n) / (10 + n)), as the released code
     every: int = 1
 
 

@@ -16,7 +16,8 @@ import torch.nn as nn
 class EMA:
     """shadow ← decay·shadow + (1 − decay)·current, with the released code's warm-up of the decay.
 
-    decay_n = min(decay, (1 + n) / (10 + n)) after n updates when ``warmup`` is on.
+    The n-th update (n = 1, 2, ...) uses decay_n = min(decay, (1 + n) / (10 + n)) when ``warmup`` is on:
+    2/11 for the first, as the released code counts the update before computing its decay.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.9999, warmup: bool = True) -> None:
@@ -26,7 +27,8 @@ class EMA:
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def current_decay(self) -> float:
-        n = self.num_updates
+        """The decay the next update uses."""
+        n = self.num_updates + 1
         return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
 
     @torch.no_grad()

@@ -6,9 +6,13 @@ conv_in, conv_out); AdamW takes the rest (biases, norm affines, those three).
 
 Muon (Jordan et al.; Moonlight's variant): Nesterov momentum, the update orthogonalised by five quintic
 Newton-Schulz steps, decoupled weight decay, and the step scaled by 0.2·√max(A, B) so its RMS matches
-AdamW's. A conv weight (C_out, C_in, k, k) is treated as the matrix (C_out, C_in·k·k). When the installed
-torch has ``torch.optim.Muon`` it does the work (on 2-D views that share storage with the parameters);
-otherwise :class:`Muon` here, which computes the same update.
+AdamW's. A conv weight (C_out, C_in, k, k) is treated as the matrix (C_out, C_in·k·k), and by default
+(``optim.muon_scale_shape: matrix``) A, B are that matrix's sides, which is what makes the RMS match. The
+released code takes A, B from the parameter's first two dimensions instead (``leading``): the same for
+linear and 1×1 conv weights, 3× smaller steps for 3×3 convs, and different again for the 15×15 position
+convs (dk, 1, 1, 15, 15) and the position tables (n², 10, dk, 1). When the installed torch has
+``torch.optim.Muon`` it does the work for ``matrix`` (on 2-D views that share storage with the
+parameters); otherwise, and always for ``leading``, :class:`Muon` here, which computes the same update.
 
 The schedule is a pure function of the step (linear warm-up, then ×gamma at each milestone), so resuming
 needs nothing but the step.
@@ -45,7 +49,11 @@ def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.T
 
 
 class Muon(torch.optim.Optimizer):
-    """Muon for 2-D parameters, with Moonlight's RMS-matching step size (0.2·√max(A, B))."""
+    """Muon for 2-D parameters, with Moonlight's RMS-matching step size (0.2·√max(A, B)).
+
+    A param group may carry ``scale_dims`` (A, B) to take the step size from those sides instead of the
+    parameter's own.
+    """
 
     def __init__(self, params: Iterable[torch.Tensor], lr: float = 1e-3, weight_decay: float = 0.1,
                  momentum: float = 0.95, nesterov: bool = True, ns_steps: int = 5, eps: float = 1e-7) -> None:
@@ -75,18 +83,62 @@ class Muon(torch.optim.Optimizer):
                 update = p.grad.add(buf, alpha=mu) if group["nesterov"] else buf
                 ortho = newton_schulz(update, group["ns_steps"], group["eps"])
                 p.mul_(1 - lr * wd)
-                p.add_(ortho.to(p.dtype), alpha=-lr * 0.2 * max(p.shape) ** 0.5)
+                p.add_(ortho.to(p.dtype), alpha=-lr * 0.2 * max(group.get("scale_dims") or p.shape) ** 0.5)
         return loss
 
 
-def resolve_muon(backend: str) -> type[torch.optim.Optimizer]:
-    """``auto``: torch.optim.Muon when this torch has it, else ours; ``torch`` / ``moebius`` force one."""
+class MoonlightAdamW(torch.optim.Optimizer):
+    """AdamW as the released code's Muon runs it on the non-matrix parameters (``optim.adamw_form: moonlight``).
+
+    It differs from ``torch.optim.AdamW`` only in where eps goes: added to the raw √v, with the bias correction
+    applied to the quotient, p ← p·(1 − lr·wd) − lr·√(1 − β₂ᵏ)/(1 − β₁ᵏ) · m / (eps + √v); torch adds eps to
+    the corrected √v̂. That matters only where √v is near eps, i.e. for (near-)zero gradients.
+    """
+
+    def __init__(self, params: Iterable[torch.Tensor], lr: float, betas: tuple[float, float], eps: float,
+                 weight_decay: float) -> None:
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                k = state["step"]
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m.lerp_(p.grad, 1 - beta1)
+                v.lerp_(p.grad.square(), 1 - beta2)
+                scale = (1 - beta1**k) / (1 - beta2**k) ** 0.5
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(m / (group["eps"] + v.sqrt()), alpha=-group["lr"] / scale)
+        return loss
+
+
+def resolve_muon(backend: str, scale_shape: str = "matrix") -> type[torch.optim.Optimizer]:
+    """``auto``: torch.optim.Muon when this torch has it, else ours; ``torch`` / ``moebius`` force one.
+
+    The released code's step size (``scale_shape`` "leading") needs ours: torch's has no per-parameter sides.
+    """
+    from ..errors import ConfigError
+
     has_torch = hasattr(torch.optim, "Muon")
     if backend == "torch" and not has_torch:
-        from ..errors import ConfigError
-
         raise ConfigError(f"optim.muon_backend is 'torch' but torch {torch.__version__} has no torch.optim.Muon")
-    if backend == "moebius" or not has_torch:
+    if backend == "torch" and scale_shape == "leading":
+        raise ConfigError("optim.muon_scale_shape 'leading' needs optim.muon_backend 'moebius' or 'auto'")
+    if backend == "moebius" or not has_torch or scale_shape == "leading":
         return Muon
     return torch.optim.Muon
 
@@ -111,12 +163,18 @@ class MuonAdamW:
         # 2-D views sharing storage with the parameters; re-pointed before each step in case a parameter's
         # storage was replaced (e.g. moved to another device).
         self._views = [p.detach().view(p.shape[0], -1) for p in self.muon_params]
-        cls = resolve_muon(config.muon_backend)
+        cls = resolve_muon(config.muon_backend, config.muon_scale_shape)
         self.muon_backend = "torch" if cls is not Muon else "moebius"
-        self.muon = cls(self._views, **_muon_kwargs(cls, config)) if self._views else None
-        self.adamw = (torch.optim.AdamW(adamw_params, lr=config.lr, betas=tuple(config.betas), eps=config.eps,
-                                        weight_decay=config.adamw_weight_decay, fused=_fused(adamw_params))
-                      if adamw_params else None)
+        groups: list[Any] = self._views
+        if config.muon_scale_shape == "leading":
+            groups = [{"params": [v], "scale_dims": tuple(p.shape[:2])} for p, v in zip(self.muon_params, self._views)]
+        self.muon = cls(groups, **_muon_kwargs(cls, config)) if self._views else None
+        self.adamw: torch.optim.Optimizer | None = None
+        if adamw_params and config.adamw_form == "moonlight":
+            self.adamw = MoonlightAdamW(adamw_params, config.lr, tuple(config.betas), config.eps, config.adamw_weight_decay)
+        elif adamw_params:
+            self.adamw = torch.optim.AdamW(adamw_params, lr=config.lr, betas=tuple(config.betas), eps=config.eps,
+                                           weight_decay=config.adamw_weight_decay, fused=_fused(adamw_params))
         for group in self.param_groups:
             group["base_lr"] = config.lr
 

@@ -276,12 +276,22 @@ class Trainer:
         else:
             t = draws["u"] * span
         t = t.floor().long().clamp(0, span - 1)
+        return self.loss_at(z, z_masked, mask, draws["eps"], t, batch["input_ids"].to(self.device), draws["aug"])
+
+    def loss_at(self, z: torch.Tensor, z_masked: torch.Tensor, mask: torch.Tensor, eps: torch.Tensor,
+                t: torch.Tensor, ids: torch.Tensor, augment: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of one micro-batch from its latents and random draws; -> (total loss, detached log scalars).
+
+        z, z_masked (B, C, h, w): scaled latents of the image and the masked image; mask (B, 1, h, w), 1 = hole;
+        eps (B, C, h, w): the noise, offset included; t (B,) int64 timesteps; ids (B, L) category ids;
+        augment: E-LatentLPIPS augmentation parameters (B, ...), used when ``loss.perceptual.ensembling``.
+        """
+        c = self.config
         alpha_bar = self.alphas_cumprod[t]
-        eps = draws["eps"]
         a = alpha_bar.reshape(-1, 1, 1, 1)
         x_t = a.sqrt() * z + (1 - a).sqrt() * eps
         inputs = torch.cat([x_t, mask, z_masked], dim=1)
-        ids = batch["input_ids"].to(self.device)
 
         with self.acc.autocast():
             with record_function("moebius/student_forward"):
@@ -314,7 +324,7 @@ class Trainer:
             if p.official_double_scaling:
                 x0, ref = x0 * self.vae.config.scaling_factor, ref * self.vae.config.scaling_factor
             with self.acc.autocast():
-                score = self.perceptual(x0, ref, draws["aug"] if p.ensembling else None, add_l1=p.add_l1)
+                score = self.perceptual(x0, ref, augment if p.ensembling else None, add_l1=p.add_l1)
             losses["perceptual"] = score.float().mean()
 
         with record_function("moebius/adaptive_weights"):
@@ -345,16 +355,8 @@ class Trainer:
                     self.acc.backward(total / o.gradient_accumulation_steps)
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0) + v.float() / o.gradient_accumulation_steps
-        params = [p for p in self.student.parameters() if p.requires_grad]
-        with record_function("moebius/optimizer"):
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, o.max_grad_norm if o.max_grad_norm > 0 else math.inf)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
+        grad_norm = self.apply_gradients()
         self.samples_seen += self.global_batch * o.gradient_accumulation_steps
-        if self.ema is not None and self.step % self.config.ema.every == 0:
-            with record_function("moebius/ema"):
-                self.ema.update(self.student)
         sums["grad_norm"] = grad_norm.detach().float()
         names = sorted(sums)
         values = torch.stack([sums[k].to(self.device) for k in names])
@@ -368,6 +370,23 @@ class Trainer:
         scalars["time/step_s"] = elapsed
         scalars["time/data_wait_s"] = data_wait
         return scalars
+
+    def apply_gradients(self) -> torch.Tensor:
+        """Clip the accumulated gradients, step the optimizer, clear them and update the EMA.
+
+        -> the global gradient norm before clipping. Advances ``self.step``.
+        """
+        o = self.config.optim
+        params = [p for p in self.student.parameters() if p.requires_grad]
+        with record_function("moebius/optimizer"):
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, o.max_grad_norm if o.max_grad_norm > 0 else math.inf)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        if self.ema is not None and self.step % self.config.ema.every == 0:
+            with record_function("moebius/ema"):
+                self.ema.update(self.student)
+        return grad_norm
 
     def train(self, stop_at_step: int | None = None) -> dict[str, Any]:
         """Run to ``run.max_steps`` (or stop early at ``stop_at_step``, checkpointing there)."""
