@@ -22,6 +22,7 @@ import torch.nn as nn
 from ..models.denoiser import BACKGROUND_IDS, FOREGROUND_IDS
 from ..models.vae import AutoencoderKL
 from .ddim import DDIMConfig, DDIMScheduler, cfg_combine
+from .composition import draws_needed
 from .masks import latent_mask
 from .presets import InpaintPreset
 
@@ -54,19 +55,6 @@ class SamplerModels:
     unet_dtype: torch.dtype
     channels_last: bool = False
     shared_cfg_input: bool = False
-
-
-def draws_needed(settings: InpaintPreset) -> tuple[str, ...]:
-    """Names of the random tensors a run with ``settings`` consumes, in the official draw order."""
-    names = []
-    if settings.sample_posterior and settings.strength < 1.0:
-        names.append("image_posterior")
-    if settings.sample_posterior:
-        names.append("masked_image_posterior")
-    names.append("initial")
-    if settings.noise_offset > 0:
-        names.append("offset")
-    return tuple(names)
 
 
 def _scale(vae: AutoencoderKL, z: torch.Tensor) -> torch.Tensor:
@@ -115,7 +103,8 @@ def sample(models: SamplerModels, scheduler_config: DDIMConfig, settings: Inpain
     """
     vae, device = models.vae, image.device
     image_latents, masked_latents = encode_conditions(vae, image, hole, settings, draws, record)
-    mask_lat = latent_mask(hole, vae.config.downsample_factor, settings.mask_downsample)
+    mask_lat = torch.from_numpy(latent_mask(hole.cpu().numpy(), vae.config.downsample_factor,
+                                            settings.mask_downsample)).to(device)
 
     scheduler = DDIMScheduler(scheduler_config)  # per call: set_timesteps is the only state
     scheduler.set_timesteps(settings.num_inference_steps)
