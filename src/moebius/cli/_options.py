@@ -103,13 +103,23 @@ def choose_weights(weights: str | None) -> str:
 
 
 def load_pipeline(args: argparse.Namespace) -> Any:
-    """Build the pipeline the model options describe, on the chosen device and dtype."""
+    """Build the pipeline the model options describe, on the chosen device and dtype; an ONNX export folder
+    gives the torch-free :class:`~moebius.onnx.pipeline.OnnxInpaintPipeline` (CPU, its exported precision)."""
+    from ..onnx.layout import is_export_folder
+
+    weights = choose_weights(args.weights)
+    if is_export_folder(weights):
+        from ..onnx.pipeline import OnnxInpaintPipeline
+
+        onnx_pipe = OnnxInpaintPipeline(weights)
+        onnx_pipe.set_progress_bar_config(disable=True if args.quiet else None)
+        return onnx_pipe
+
     import torch
 
     from ..errors import InputError
     from ..pipeline.pipeline import MoebiusInpaintPipeline
 
-    weights = choose_weights(args.weights)
     pipe = MoebiusInpaintPipeline.from_pretrained(weights, variant=args.variant, vae=args.vae, fast=not args.no_fast,
                                                   local_files_only=args.local_files_only)
     device = resolve_device(args.device)
