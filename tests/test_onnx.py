@@ -368,3 +368,27 @@ def test_an_export_of_another_format_version_is_refused(pipeline_export, tmp_pat
     _one_line_error(["inpaint", str(tmp_path / "in.png"), str(tmp_path / "mask.png"), "-o", str(tmp_path / "o.png"),
                      "--weights", str(target)], "format version 99")
     assert not (tmp_path / "o.png").exists()
+
+
+def test_serve_answers_from_an_export_folder(pipeline_export):
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from moebius.serve import ServeSettings, create_app
+
+    _, folder, _ = pipeline_export
+    image, mask = _scene()
+    files = {}
+    for name, array in (("image", image), ("mask", mask)):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG")
+        files[name] = (f"{name}.png", buffer.getvalue(), "image/png")
+    with TestClient(create_app(ServeSettings(weights=str(folder)))) as client:
+        models = client.get("/v1/models").json()["models"][0]
+        assert models["family"] == "moebius" and models["device"] == "cpu" and models["size_multiple"] == 8
+        response = client.post("/v1/inpaint", files=files, data={"seed": "4", "num_inference_steps": "2"})
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Seed"] == "4"
+    assert Image.open(io.BytesIO(response.content)).size == (56, 40)

@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import CheckpointError, ConfigError, InputError
 from ..pipeline import composition
 from ..pipeline._progress import ProgressBar
+from ..pipeline.composition import StepCallback, StepInfo
 from ..pipeline.masks import latent_mask
 from ..pipeline.output import InpaintOutput
 from ..pipeline.presets import InpaintPreset, check_call_defaults, get_preset
@@ -80,6 +81,15 @@ class OnnxInpaintPipeline:
         return int(self.autoencoder["downsample_factor"]) * int(self.unet_info["latent_multiple"])
 
     @property
+    def device(self) -> str:
+        return "cpu"
+
+    @property
+    def family(self) -> str:
+        """The exported U-Net's family (``moebius`` or ``pixelhacker``)."""
+        return str(self.unet_info.get("family", "unknown"))
+
+    @property
     def dtype(self) -> str:
         precision = self.manifest.get("precision", {})
         return precision.get("quantize") or precision.get("dtype", "float32")
@@ -92,7 +102,8 @@ class OnnxInpaintPipeline:
     def __call__(self, image: Any, mask_image: Any = None, *, preset: str | InpaintPreset = "default",
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  strength: float | None = None, seed: int | Sequence[int] | None = None,
-                 output_type: str = "pil", **options: Any) -> InpaintOutput:
+                 output_type: str = "pil", callback_on_step_end: StepCallback | None = None,
+                 **options: Any) -> InpaintOutput:
         """Inpaint one image or a list of them; the arguments mean what they mean for
         :class:`~moebius.pipeline.pipeline.MoebiusInpaintPipeline` (no torch generators or tensors)."""
         base = get_preset(preset).replace(**self.defaults) if isinstance(preset, str) else preset
@@ -110,13 +121,13 @@ class OnnxInpaintPipeline:
         groups = composition.group_jobs(jobs)
         enabled = self._progress_enabled if self._progress_enabled is not None else sys.stderr.isatty()
         with ProgressBar(steps_run * len(groups), "inpainting", enabled, self._progress_stream) as bar:
-            for members in groups.values():
+            for group, members in enumerate(groups.values()):
                 rgb = np.stack([composition.start_pixels(jobs[j].tile, settings) for j in members])
                 image_in = composition.to_model_range(rgb)  # (B, 3, h, w)
                 hole = np.stack([jobs[j].tile.hole for j in members]).astype(np.float32)[:, None]  # (B, 1, h, w)
                 draws = noise.for_group(members, (int(self.autoencoder["latent_channels"]),
                                                   rgb.shape[1] // factor, rgb.shape[2] // factor))
-                decoded = self._sample(settings, image_in, hole, draws, bar.update)
+                decoded = self._sample(settings, image_in, hole, draws, group, callback_on_step_end, bar.update)
                 pixels = composition.to_uint8(decoded, settings.quantize)
                 for k, j in enumerate(members):
                     generated[j] = pixels[k]
@@ -146,7 +157,7 @@ class OnnxInpaintPipeline:
         return latents.get("image"), latents["masked_image"]
 
     def _sample(self, settings: InpaintPreset, image: np.ndarray, hole: np.ndarray, draws: dict[str, np.ndarray],
-                on_step: Any) -> np.ndarray:
+                group: int, callback: StepCallback | None, on_step: Any) -> np.ndarray:
         """image (B, 3, H, W) in [-1, 1], hole (B, 1, H, W) {0, 1} -> decoded (B, 3, H, W) in ~[0, 1]."""
         image_latents, masked_latents = self._encode(image, hole, settings, draws)
         mask_lat = latent_mask(hole, int(self.autoencoder["downsample_factor"]), settings.mask_downsample)
@@ -163,7 +174,7 @@ class OnnxInpaintPipeline:
         input_ids = np.array([uncond] * batch + [cond] * batch if use_cfg else [cond] * batch, dtype=np.int64)
         conditions = np.concatenate([mask_lat, masked_latents], axis=1)  # (B, 1 + C_lat, h, w)
         unet = self.sessions["unet"]
-        for t in timesteps.tolist():
+        for i, t in enumerate(timesteps.tolist()):
             x = np.concatenate([latents, conditions], axis=1)
             if use_cfg:
                 x = np.concatenate([x, x])
@@ -171,6 +182,8 @@ class OnnxInpaintPipeline:
                                   "input_ids": input_ids})[0]
             guided = cfg_combine(*np.split(raw, 2), settings.guidance_scale) if use_cfg else raw
             latents = self.scheduler.step(guided, t, latents, steps)
+            if callback is not None:
+                callback(StepInfo(i, len(timesteps), t, latents, group))
             on_step()
         z = latents / np.float32(self.autoencoder["scaling_factor"])
         if self.autoencoder["shift_factor"] is not None:

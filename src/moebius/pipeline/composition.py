@@ -27,6 +27,22 @@ from .presets import InpaintPreset
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class StepInfo:
+    """What a step callback sees: 0-based ``step`` of ``num_steps``, the timestep, the latents after the
+    step (B, 4, h, w) float32 (a torch tensor, or a numpy array from the ONNX pipeline), and the index of the
+    tile group being sampled."""
+
+    step: int
+    num_steps: int
+    timestep: int
+    latents: Any
+    group: int
+
+
+StepCallback = Callable[[StepInfo], None]
+
+
 @dataclass
 class Item:
     """One input image after decoding: pixels, the final hole map (H, W) bool, and where its mask came from."""

@@ -22,24 +22,9 @@ import torch.nn as nn
 from ..models.denoiser import BACKGROUND_IDS, FOREGROUND_IDS
 from ..models.vae import AutoencoderKL
 from .ddim import DDIMConfig, DDIMScheduler, cfg_combine
-from .composition import draws_needed
+from .composition import StepCallback, StepInfo, draws_needed
 from .masks import latent_mask
 from .presets import InpaintPreset
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    """What a step callback sees: 0-based ``step`` of ``num_steps``, the timestep, the latents after the
-    step (B, 4, h, w) float32, and the index of the tile group being sampled."""
-
-    step: int
-    num_steps: int
-    timestep: int
-    latents: torch.Tensor
-    group: int
-
-
-StepCallback = Callable[[StepInfo], None]
 
 
 @dataclass

@@ -88,12 +88,21 @@ def create_app(settings: ServeSettings | None = None, *, pipeline: Any = None) -
 
 
 def _load(settings: ServeSettings) -> Any:
+    from ..onnx.layout import is_export_folder
+
+    if settings.weights is None:
+        raise MoebiusError("no weights configured")
+    if is_export_folder(settings.weights):
+        from ..onnx.pipeline import OnnxInpaintPipeline
+
+        onnx_pipe = OnnxInpaintPipeline(settings.weights)
+        onnx_pipe.set_progress_bar_config(disable=True)
+        return onnx_pipe
+
     import torch
 
     from ..pipeline.pipeline import MoebiusInpaintPipeline
 
-    if settings.weights is None:
-        raise MoebiusError("no weights configured")
     pipe = MoebiusInpaintPipeline.from_pretrained(settings.weights, variant=settings.variant, vae=settings.vae,
                                                   fast=settings.fast)
     try:
