@@ -32,7 +32,7 @@ import onnxruntime as ort
 import torch
 from PIL import Image
 
-from moebius import MoebiusInpaintPipeline, create_model
+from moebius import MoebiusInpaintPipeline
 from moebius.models.fast import optimize_for_inference
 from moebius.models.vae import OFFICIAL_VAE_CONFIG, AutoencoderKL
 from moebius.onnx.export import export_weights
@@ -42,6 +42,7 @@ from moebius.onnx.precision import convert_precision
 from moebius.pipeline.ddim import DDIMConfig
 from moebius.pipeline.loading import PipelineParts, save_pipeline
 from moebius.weights import default_model_dir
+from step_benchmark import _model as step_benchmark_model  # bench/ is on sys.path when run as a script
 
 PRECISIONS = {"fp32": ("float32", None), "fp16": ("float16", None), "int8": ("float32", "int8")}
 
@@ -103,12 +104,7 @@ def main() -> None:
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"onnxruntime {ort.__version__}")
 
-    torch.manual_seed(0)
-    unet = create_model("moebius").eval()
-    with torch.no_grad():
-        for m in unet.modules():
-            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-                m.running_var.uniform_(0.5, 1.5)
+    unet = step_benchmark_model(torch.float32, fast=False)  # seeded random weights, randomised BN statistics
     parts = PipelineParts(unet, AutoencoderKL(OFFICIAL_VAE_CONFIG).eval(), DDIMConfig(), None)
     save_pipeline(parts, root / "weights")
     folders, export_s = _exports(root / "weights", root)

@@ -392,3 +392,20 @@ def test_serve_answers_from_an_export_folder(pipeline_export):
     assert response.status_code == 200, response.text
     assert response.headers["X-Seed"] == "4"
     assert Image.open(io.BytesIO(response.content)).size == (56, 40)
+
+
+def test_space_to_depth_autoencoder_exports_the_same_way(tmp_path):
+    from moebius.models.space_to_depth import SpaceToDepth, SpaceToDepthConfig
+    from moebius.onnx.export import export_autoencoder
+
+    autoencoder = SpaceToDepth(SpaceToDepthConfig(factor=4))
+    with torch.no_grad():
+        autoencoder.colour_mean.copy_(torch.tensor([0.1, -0.2, 0.05]))
+        autoencoder.colour_std.copy_(torch.tensor([0.5, 0.6, 0.7]))
+    export_autoencoder(autoencoder, tmp_path)
+    image = torch.rand(2, 3, 16, 24, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    mean, std = _session(tmp_path / "vae_encoder.onnx").run(None, {"image": image.numpy()})
+    _close(mean, autoencoder.encode(image).mean, "space-to-depth encode")
+    assert mean.shape == (2, 48, 4, 6) and not std.any()
+    decoded = _session(tmp_path / "vae_decoder.onnx").run(None, {"latent": mean})[0]
+    _close(decoded, image, "space-to-depth round trip")

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from .. import __version__
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
 from ..models.denoiser import BACKGROUND_IDS, CATEGORY_TOKENS, FOREGROUND_IDS
 from ..models.space_to_depth import SpaceToDepth
 from ..pipeline.ddim import DDIMConfig, DDIMScheduler
@@ -44,7 +44,6 @@ Quantize = Literal["int8"]
 # 2 GiB, and below 1 GiB one file is simpler to move around.
 EXTERNAL_DATA_BYTES = 1 << 30
 
-logger = logging.getLogger(__name__)
 
 
 class UNetGraph(nn.Module):

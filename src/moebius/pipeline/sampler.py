@@ -21,8 +21,8 @@ import torch.nn as nn
 
 from ..models.denoiser import BACKGROUND_IDS, FOREGROUND_IDS
 from ..models.vae import AutoencoderKL
-from .ddim import DDIMConfig, DDIMScheduler, cfg_combine
 from .composition import StepCallback, StepInfo, draws_needed
+from .ddim import DDIMConfig, DDIMScheduler, cfg_combine
 from .masks import latent_mask
 from .presets import InpaintPreset
 
