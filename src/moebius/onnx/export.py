@@ -222,6 +222,8 @@ def load_source(source: str | Path) -> PipelineParts | nn.Module:
     """A whole pipeline (any folder ``--weights`` takes, or ``hustvl/Moebius``) or a single U-Net (a
     checkpoint file, or one of our U-Net folders with config.json + model.safetensors)."""
     path = Path(source).expanduser()
+    if path.is_file() and path.name == MODEL_NAME and (path.parent / CONFIG_NAME).is_file():
+        return load_official(path.parent)  # our format: the architecture is in the config beside it
     if path.is_file():
         return load_official(path)
     if path.is_dir() and not holds_weights(path) and (path / CONFIG_NAME).is_file() and (path / MODEL_NAME).is_file():
