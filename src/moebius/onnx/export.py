@@ -250,15 +250,15 @@ def export_weights(source: str | Path, out_dir: str | Path, *, dtype: Dtype = "f
         raise InputError("--quantize int8 quantizes a float32 export; drop --dtype float16")
     if not 7 <= opset <= 23:
         raise InputError(f"opset must lie in [7, 23], got {opset}")  # what onnx 1.23 and onnxruntime 1.31 know
-    loaded = load_source(source)
     parent = out.parent
-    try:
+    try:  # before the (slow) loading, so an unwritable destination fails at once
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
     except OSError as exc:
         raise InputError(f"cannot write into {parent}: {exc.strerror or exc}") from None
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; an export gets the umask's permissions
+        loaded = load_source(source)
         if isinstance(loaded, PipelineParts):
             export_unet(loaded.unet, tmp / UNET_FILE, opset)
             export_autoencoder(loaded.vae, tmp, opset)
