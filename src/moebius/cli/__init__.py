@@ -1,5 +1,5 @@
-"""The ``moebius`` command line: ``inpaint``, ``batch``, ``convert``, ``download``, ``doctor``, ``train``,
-``gen-masks``, ``eval``, ``serve``.
+"""The ``moebius`` command line: ``inpaint``, ``batch``, ``convert``, ``export``, ``download``, ``doctor``,
+``train``, ``gen-masks``, ``eval``, ``serve``.
 
 Command modules import only the standard library at module level; torch and the models are imported
 when a command runs, so ``moebius --help`` stays fast.
@@ -31,6 +31,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     from . import batch, inpaint, serve, train, weights
     from . import eval as eval_command
+    from . import export as export_command
 
     inpaint.register(commands)
     batch.register(commands)
@@ -38,6 +39,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.register(commands)
     eval_command.register(commands)
     serve.register(commands)
+    export_command.register(commands)
     return parser
 
 

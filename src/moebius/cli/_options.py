@@ -95,10 +95,21 @@ def choose_weights(weights: str | None) -> str:
 
 
 def load_pipeline(args: argparse.Namespace) -> Any:
-    """Build the pipeline the model options describe, on the chosen device and dtype."""
+    """Build the pipeline the model options describe, on the chosen device and dtype; an ONNX export folder
+    gives the torch-free :class:`~moebius.onnx.pipeline.OnnxInpaintPipeline` (CPU, its exported precision)."""
+    from ..onnx.layout import is_export_folder
+
+    weights = choose_weights(args.weights)
+    if is_export_folder(weights):
+        from ..onnx.pipeline import OnnxInpaintPipeline
+
+        onnx_pipe = OnnxInpaintPipeline(weights)
+        onnx_pipe.set_progress_bar_config(disable=True if args.quiet else None)
+        return onnx_pipe
+
     from ..pipeline.builder import build_pipeline
 
-    pipe = build_pipeline(choose_weights(args.weights), variant=args.variant, vae=args.vae, device=args.device,
+    pipe = build_pipeline(weights, variant=args.variant, vae=args.vae, device=args.device,
                           dtype=args.dtype, fast=not args.no_fast, local_files_only=args.local_files_only)
     pipe.set_progress_bar_config(disable=True if args.quiet else None)
     return pipe

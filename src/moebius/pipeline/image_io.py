@@ -13,18 +13,21 @@ An image's own alpha can also serve as the mask (transparent = fill): :func:`mas
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
 
-ImageInput = Union[Image.Image, np.ndarray, torch.Tensor, str, os.PathLike]
+if TYPE_CHECKING:
+    import torch
+
+ImageInput = Union[Image.Image, np.ndarray, "torch.Tensor", str, os.PathLike]
 
 # Pillow refuses images above ~179 MP as a decompression bomb; a 16k x 12k photo is still fine.
 _MAX_PIXELS = 16384 * 16384
@@ -160,7 +163,9 @@ def _pil_to_data(img: Image.Image) -> ImageData:
 
 
 def _array_from(image: Any, source: str) -> np.ndarray:
-    if isinstance(image, torch.Tensor):
+    # A tensor can only come from a caller that imported torch; the ONNX pipeline never does.
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(image, torch.Tensor):
         t = image.detach().cpu()
         if t.ndim == 4:
             if t.shape[0] != 1:

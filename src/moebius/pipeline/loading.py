@@ -28,6 +28,7 @@ from ..weights.locations import (CONFIG_NAME, OFFICIAL_WEIGHTS_NAME, PIPELINE_FI
 from ..weights.official import load_official
 from ..weights.serialization import save_model
 from ..weights.vae import Autoencoder, load_vae, save_vae
+from .presets import check_call_defaults
 
 SCHEDULER_FILE = "scheduler.json"
 _FORMAT = "moebius-pipeline"
@@ -57,23 +58,6 @@ def _load_unet(folder: Path) -> nn.Module:
     if not (folder / OFFICIAL_WEIGHTS_NAME).is_file() and (folder / "diffusion_pytorch_model.safetensors").is_file():
         return load_official(folder / "diffusion_pytorch_model.safetensors")
     return load_official(folder)
-
-
-def check_call_defaults(defaults: Any) -> dict[str, Any]:
-    """``defaults`` if it is a dict of valid :class:`~moebius.pipeline.presets.InpaintPreset` fields, else a
-    ConfigError. ``name`` and ``seed`` are refused: they describe a call, not what the weights need."""
-    from .presets import get_preset
-
-    if not isinstance(defaults, dict):
-        raise ConfigError(f"expected a mapping of inpainting options, got {type(defaults).__name__}")
-    refused = sorted({"name", "seed"} & set(defaults))
-    if refused:
-        raise ConfigError(f"{', '.join(refused)} cannot be a pipeline default")
-    try:
-        get_preset("default").replace(**defaults)  # unknown names and bad values raise here
-    except TypeError as exc:  # a value of the wrong type, e.g. a string scale from a hand-edited file
-        raise ConfigError(f"a value of the wrong type ({exc})") from None
-    return dict(defaults)
 
 
 def load_pipeline_parts(path: str | Path, variant: str | None = None, vae: str | Path | None = None) -> PipelineParts:

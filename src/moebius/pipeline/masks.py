@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 
@@ -45,15 +43,25 @@ def dilate(hole: np.ndarray, radius: int) -> np.ndarray:
     if radius <= 0 or box is None:
         return hole.copy()
     x0, y0, x1, y1 = _grow_box(box, radius + 1, hole.shape)
-    t = torch.from_numpy(np.ascontiguousarray(hole[y0:y1, x0:x1])).to(torch.float32)[None, None]  # (1, 1, h, w)
+    grown = hole[y0:y1, x0:x1]
     for i in range(radius):
-        if i % 2 == 0:
-            t = F.max_pool2d(t, 3, stride=1, padding=1)
-        else:  # plus shape: max of a horizontal and a vertical 3-tap filter
-            t = torch.maximum(F.max_pool2d(t, (1, 3), stride=1, padding=(0, 1)),
-                              F.max_pool2d(t, (3, 1), stride=1, padding=(1, 0)))
+        across, down = _grow_1px(grown, axis=1), _grow_1px(grown, axis=0)
+        # square: both directions in turn; plus shape: either direction alone
+        grown = _grow_1px(across, axis=0) if i % 2 == 0 else across | down
     out = hole.copy()
-    out[y0:y1, x0:x1] = t[0, 0].numpy() > 0
+    out[y0:y1, x0:x1] = grown
+    return out
+
+
+def _grow_1px(hole: np.ndarray, axis: int) -> np.ndarray:
+    """A 3-tap max filter of a bool map along ``axis`` (the map's border counts as not-hole)."""
+    out = hole.copy()
+    if axis == 0:
+        out[1:] |= hole[:-1]
+        out[:-1] |= hole[1:]
+    else:
+        out[:, 1:] |= hole[:, :-1]
+        out[:, :-1] |= hole[:, 1:]
     return out
 
 
@@ -88,21 +96,39 @@ def downsample_any(hole: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     width, height = size
     if (width, height) == (hole.shape[1], hole.shape[0]):
         return hole.copy()
-    t = torch.from_numpy(np.ascontiguousarray(hole)).to(torch.float32)[None, None]  # (1, 1, H, W)
     if width <= hole.shape[1] and height <= hole.shape[0]:
-        t = F.adaptive_max_pool2d(t, (height, width))
-    else:
-        t = F.interpolate(t, size=(height, width), mode="nearest")
-    return t[0, 0].numpy() > 0
+        return _any_pool(_any_pool(hole, height, axis=0), width, axis=1)
+    rows = _nearest_index(hole.shape[0], height)
+    cols = _nearest_index(hole.shape[1], width)
+    return hole[rows][:, cols]
 
 
-def latent_mask(mask: torch.Tensor, factor: int, mode: str) -> torch.Tensor:
-    """Pixel hole mask (B, 1, H, W) {0, 1} -> latent mask (B, 1, H/f, W/f).
+def _any_pool(hole: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Adaptive max-pooling of a bool map along ``axis`` to ``size`` cells: cell i covers source pixels
+    floor(i·n/size) to ceil((i+1)·n/size), as in torch's ``adaptive_max_pool2d``."""
+    n = hole.shape[axis]
+    i = np.arange(size)
+    starts, ends = (i * n) // size, -((-(i + 1) * n) // size)
+    counts = np.concatenate([np.zeros_like(hole.take([0], axis=axis), dtype=np.int64),
+                             np.cumsum(hole, axis=axis, dtype=np.int64)], axis=axis)
+    return (counts.take(ends, axis=axis) - counts.take(starts, axis=axis)) > 0
+
+
+def _nearest_index(n: int, size: int) -> np.ndarray:
+    """Source indices of nearest-neighbour resampling from n to size, as torch's ``mode="nearest"``
+    computes them (a float32 scale n/size)."""
+    scale = np.float32(n) / np.float32(size)
+    return np.minimum(np.floor(np.arange(size, dtype=np.float32) * scale).astype(np.int64), n - 1)
+
+
+def latent_mask(mask: np.ndarray, factor: int, mode: str) -> np.ndarray:
+    """Pixel hole mask (B, 1, H, W) {0, 1} float32, H and W multiples of f -> latent mask (B, 1, H/f, W/f).
 
     ``nearest`` is the official rule (``F.interpolate`` default: the top-left pixel of each f×f cell, so a
     stroke thinner than f px can vanish); ``max`` marks a cell as hole if any of its pixels is.
     """
-    height, width = mask.shape[-2] // factor, mask.shape[-1] // factor
+    mask = np.asarray(mask)
+    b, c, h, w = mask.shape
     if mode == "nearest":
-        return F.interpolate(mask, size=(height, width), mode="nearest")
-    return F.max_pool2d(mask, factor)
+        return np.ascontiguousarray(mask[:, :, ::factor, ::factor])
+    return mask.reshape(b, c, h // factor, factor, w // factor, factor).max(axis=(3, 5))

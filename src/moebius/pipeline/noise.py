@@ -87,7 +87,7 @@ def _randn(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
 
 
 class NoiseSource:
-    """Hands each tile group the random tensors named in ``names`` (see :func:`sampler.draws_needed`)."""
+    """Hands each tile group the random tensors named in ``names`` (see :func:`composition.draws_needed`)."""
 
     def __init__(self, generators: list[torch.Generator] | torch.Generator, names: tuple[str, ...],
                  explicit: NoiseDraws | None = None) -> None:

@@ -18,56 +18,33 @@ Example::
 
 from __future__ import annotations
 
-import logging
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence, TextIO
 
 import numpy as np
 import torch
 import torch.nn as nn
-from PIL import Image
 
 from ..errors import InputError
 from ..models.vae import AutoencoderKL
 from ..schedulers.ddim import DDIMConfig, strength_start_index
 from ..weights.locations import resolve_source
-from . import blend, hd, masks
+from . import composition
 from ._progress import ProgressBar
-from .image_io import ImageData, ImageInput, mask_from_alpha, match_mask_size, to_image_data, to_mask_array
+from .composition import Job
+from .image_io import ImageData, ImageInput
 from .loading import PipelineParts, check_call_defaults, load_pipeline_parts, save_pipeline
 from .noise import NoiseDraws, NoiseSource, resolve_generators
-from .output import InpaintMetadata, InpaintOutput
-from .prefill import classical_fill
+from .output import InpaintOutput
 from .presets import InpaintPreset, get_preset
 from .sampler import SamplerModels, StepCallback, StepInfo, draws_needed, sample
-
-logger = logging.getLogger(__name__)
 
 _OUTPUT_TYPES = ("pil", "np", "pt")
 _CALLBACK_TENSOR_INPUTS = ("latents",)
 
 # diffusers' step hook: (pipe, step, timestep, callback_kwargs) -> callback_kwargs
 StepEndCallback = Callable[["MoebiusInpaintPipeline", int, int, dict[str, Any]], "dict[str, Any] | None"]
-
-
-@dataclass
-class _Item:
-    """One input image after decoding: pixels, the final hole map (H, W) bool, and where its mask came from."""
-
-    data: ImageData
-    hole: np.ndarray
-    mask_from_alpha: bool
-
-
-@dataclass
-class _Job:
-    """One tile to inpaint: which image, which region of it, and the tile itself."""
-
-    item: int
-    region: hd.Region
-    tile: hd.Tile
 
 
 class MoebiusInpaintPipeline:
@@ -232,27 +209,18 @@ class MoebiusInpaintPipeline:
         if output_type not in _OUTPUT_TYPES:
             raise InputError(f"output_type must be one of {', '.join(_OUTPUT_TYPES)}, got {output_type!r}")
         steps_run = settings.num_inference_steps - strength_start_index(settings.num_inference_steps, settings.strength)
-        items = self._decode_inputs(image, mask_image, settings)
+        items = composition.decode_inputs(image, mask_image, settings)
         generators, seeds = resolve_generators(len(items), seed, generator, settings.seed)
         noise_source = NoiseSource(generators, draws_needed(settings), noise)
 
-        jobs, strategies = self._plan(items, settings, noise_source)
+        jobs, strategies = composition.plan_jobs(items, settings, self.vae.config.downsample_factor,
+                                                 self.vae.config.latent_channels, self.size_multiple,
+                                                 noise_source.add_tile)
         callback = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
         generated = self._run_jobs(jobs, settings, noise_source, steps_run, callback, intermediates)
-
-        images, metadata = [], []
-        for index, item in enumerate(items):
-            mine = [(job, generated[j]) for j, job in enumerate(jobs) if job.item == index]
-            rgb, alpha = self._compose(item, mine, settings)
-            images.append(_convert(rgb, alpha, output_type, item.data))
-            metadata.append(InpaintMetadata(
-                preset=settings.name, seed=seeds[index], num_inference_steps=settings.num_inference_steps,
-                steps_run=steps_run, scheduler=settings.scheduler, guidance_scale=settings.guidance_scale,
-                strength=settings.strength,
-                size=(rgb.shape[1], rgb.shape[0]), hd_strategy=strategies[index],
-                regions=tuple(job.region.box for job, _ in mine),
-                work_sizes=tuple(job.region.size for job, _ in mine), skipped=not mine,
-                variant=self.variant, settings=settings.to_dict()))
+        finished = composition.finish(items, jobs, generated, settings, seeds, strategies, steps_run, self.variant)
+        images = [_convert(rgb, alpha, output_type, item.data) for (rgb, alpha, _), item in zip(finished, items)]
+        metadata = [meta for _, _, meta in finished]
         return InpaintOutput(images, metadata)
 
     # ------------------------------------------------------------------------------------------------
@@ -275,62 +243,10 @@ class MoebiusInpaintPipeline:
 
         return on_step
 
-    def _decode_inputs(self, image: Any, mask_image: Any, settings: InpaintPreset) -> list[_Item]:
-        image_list = _as_list(image)
-        if not image_list:
-            raise InputError("no images given")
-        mask_list = [None] * len(image_list) if mask_image is None else _as_list(mask_image)
-        if len(mask_list) == 1 and len(image_list) > 1:
-            mask_list = mask_list * len(image_list)
-        if len(mask_list) != len(image_list):
-            raise InputError(f"got {len(mask_list)} masks for {len(image_list)} images")
-        items = []
-        for i, (img, msk) in enumerate(zip(image_list, mask_list)):
-            label = f"image {i}" if len(image_list) > 1 else "image"
-            data = to_image_data(img, label)
-            if msk is None:
-                soft = mask_from_alpha(data, label)
-            else:
-                soft = to_mask_array(msk, label.replace("image", "mask"))
-                soft = match_mask_size(soft, data.size, settings.resize_mask, label.replace("image", "mask"))
-            hole = masks.binarize(soft, settings.mask_threshold, settings.invert_mask)
-            hole = masks.dilate(hole, settings.mask_dilate)
-            coverage = float(hole.mean())
-            if coverage > 0.95 or 0 < coverage < 1e-4:
-                logger.warning("%s: the mask covers %.3g%% of the image", label, 100 * coverage)
-            items.append(_Item(data, hole, msk is None))
-        return items
-
-    def _plan(self, items: list[_Item], settings: InpaintPreset, noise: NoiseSource) -> tuple[list[_Job], list[str]]:
-        """Cut every image into tiles (registering each with the noise source, in order)."""
-        jobs, strategies = [], []
-        factor, latent_channels = self.vae.config.downsample_factor, self.vae.config.latent_channels
-        for index, item in enumerate(items):
-            if not item.hole.any():
-                strategies.append("none")
-                continue
-            if settings.size_rule == "official":
-                strategy, tiles = "official", [_official_tile(item, settings.native_size)]
-            else:
-                strategy, regions = hd.plan_regions(
-                    item.hole, settings.hd_strategy, crop_trigger_size=settings.crop_trigger_size,
-                    crop_margin=settings.crop_margin, resize_limit=settings.resize_limit,
-                    native_size=settings.native_size)
-                tiles = [(r, hd.extract_tile(item.data.rgb, item.hole, r, self.size_multiple)) for r in regions]
-            strategies.append(strategy)
-            for region, tile in tiles:
-                latent_shape = (latent_channels, tile.rgb.shape[0] // factor, tile.rgb.shape[1] // factor)
-                noise.add_tile(len(jobs), index, latent_shape)
-                jobs.append(_Job(index, region, tile))
-            logger.debug("image %d: %s, %d tile(s)", index, strategy, len(tiles))
-        return jobs, strategies
-
-    def _run_jobs(self, jobs: list[_Job], settings: InpaintPreset, noise: NoiseSource, steps_run: int,
+    def _run_jobs(self, jobs: list[Job], settings: InpaintPreset, noise: NoiseSource, steps_run: int,
                   callback: StepCallback | None, intermediates: dict[str, torch.Tensor] | None) -> list[np.ndarray]:
         """Sample every group of equal-size tiles as one batch -> generated uint8 (h, w, 3) per job."""
-        groups: dict[tuple[int, int], list[int]] = {}
-        for j, job in enumerate(jobs):
-            groups.setdefault(job.tile.rgb.shape[:2], []).append(j)
+        groups = composition.group_jobs(jobs)
         results: list[np.ndarray | None] = [None] * len(jobs)
         if not jobs:
             return []
@@ -341,10 +257,8 @@ class MoebiusInpaintPipeline:
             parent.enabled if parent is not None else sys.stderr.isatty())
         with ProgressBar(steps_run * len(groups), "inpainting", enabled, self._progress_stream, parent=parent) as bar:
             for g, ((height, width), members) in enumerate(groups.items()):
-                rgb = np.stack([self._start_pixels(jobs[j].tile, settings) for j in members])  # (B, h, w, 3) uint8
-                # uint8/255*2-1 in float64, then float32: the official preprocessing's exact values.
-                image = torch.from_numpy((rgb.astype(np.float64) / 255 * 2 - 1).astype(np.float32))
-                image = image.permute(0, 3, 1, 2).contiguous().to(device)  # (B, 3, h, w)
+                rgb = np.stack([composition.start_pixels(jobs[j].tile, settings) for j in members])  # (B, h, w, 3)
+                image = torch.from_numpy(composition.to_model_range(rgb)).to(device)  # (B, 3, h, w)
                 hole = torch.from_numpy(np.stack([jobs[j].tile.hole for j in members])).to(torch.float32)
                 hole = hole[:, None].to(device)  # (B, 1, h, w)
                 draws = noise.for_group(members, (latent_channels, height // factor, width // factor))
@@ -355,94 +269,18 @@ class MoebiusInpaintPipeline:
                                  callback=callback, on_step=bar.update, record=record)
                 if record is not None and record is not intermediates:
                     intermediates.update({f"group{g}/{k}": v for k, v in record.items()})
-                pixels = decoded.clamp(0, 1) * 255  # (B, 3, h, w)
-                pixels = pixels.round() if settings.quantize == "round" else pixels  # else: truncation
-                pixels = pixels.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+                pixels = composition.to_uint8(decoded.cpu().numpy(), settings.quantize)  # (B, h, w, 3)
                 for k, j in enumerate(members):
                     results[j] = pixels[k]
         return results  # type: ignore[return-value]
-
-    @staticmethod
-    def _start_pixels(tile: hd.Tile, settings: InpaintPreset) -> np.ndarray:
-        """The tile the sampler encodes: as given, or with its hole pre-filled (``settings.prefill``)."""
-        if settings.prefill == "none":
-            return tile.rgb
-        return classical_fill(tile.rgb, tile.hole, settings.prefill)
-
-    def _compose(self, item: _Item, jobs: list[tuple[_Job, np.ndarray]],
-                 settings: InpaintPreset) -> tuple[np.ndarray, np.ndarray | None]:
-        """Paste each tile's pixels into the image -> (rgb (H, W, 3) uint8, alpha (H, W) uint8 or None)."""
-        data = item.data
-        if not jobs:  # empty mask: the input, unchanged
-            return data.rgb.copy(), None if data.alpha is None else data.alpha.copy()
-        if settings.size_rule == "official":
-            (job, generated), = jobs
-            return _paste(generated, job.tile.rgb, job.tile.hole, settings), None  # official output: 512² RGB
-        out = data.rgb.copy()
-        feather = masks.feather_alpha(item.hole, settings.mask_blur) if settings.paste == "keep_unmasked" else None
-        for job, generated in jobs:
-            x0, y0, x1, y1 = job.region.box
-            pixels = hd.restore_tile(generated, job.tile, job.region)
-            box_alpha = None if feather is None else feather[y0:y1, x0:x1]
-            out[y0:y1, x0:x1] = _paste(pixels, data.rgb[y0:y1, x0:x1], item.hole[y0:y1, x0:x1], settings, box_alpha)
-        alpha = data.alpha
-        if alpha is not None and item.mask_from_alpha:
-            # The mask was the transparency: what was filled becomes opaque.
-            filled = feather if feather is not None else np.where(item.hole, 255, 0).astype(np.uint8)
-            alpha = np.maximum(alpha, filled)
-        return out, None if alpha is None else alpha.copy()
 
 
 # ----------------------------------------------------------------------------------------------------
 # Helpers
 
 
-def _as_list(value: Any) -> list[Any]:
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    if isinstance(value, torch.Tensor) and value.ndim == 4 and value.shape[0] > 1:
-        return list(value.unbind(0))
-    return [value]
-
-
-def _official_tile(item: _Item, size: int) -> tuple[hd.Region, hd.Tile]:
-    """The official loader's geometry: image bicubic and mask nearest to size² (a no-op at 512²).
-
-    The pipeline's own short-side-to-512, floor-to-64 Lanczos resize that follows is then the identity.
-    """
-    rgb = item.data.rgb
-    height, width = item.hole.shape
-    if (width, height) != (size, size):
-        rgb = np.asarray(Image.fromarray(rgb).resize((size, size), Image.BICUBIC))
-    hole = np.asarray(Image.fromarray(np.where(item.hole, 255, 0).astype(np.uint8)).resize((size, size), Image.NEAREST)) > 127
-    return hd.Region((0, 0, width, height), (size, size)), hd.Tile(rgb, hole, (size, size))
-
-
-def _paste(generated: np.ndarray, original: np.ndarray, hole: np.ndarray, settings: InpaintPreset,
-           alpha: np.ndarray | None = None) -> np.ndarray:
-    """Blend generated pixels over the original by ``settings.paste`` (all arrays share (H, W))."""
-    if settings.paste == "official":
-        return blend.paste_official(generated, original, hole, settings.compensate)[0]
-    if settings.compensate:
-        generated = blend.shift_colour(generated, original, hole)
-    if settings.paste == "none":
-        return generated.copy()
-    if alpha is None:
-        alpha = masks.feather_alpha(hole, settings.mask_blur)
-    return blend.paste_keep_unmasked(generated, original, alpha)
-
-
 def _convert(rgb: np.ndarray, alpha: np.ndarray | None, output_type: str, source: ImageData) -> Any:
-    array = rgb if alpha is None else np.concatenate([rgb, alpha[:, :, None]], axis=2)
-    if output_type == "np":
-        return array
     if output_type == "pt":
+        array = composition.convert_output(rgb, alpha, "np")
         return torch.from_numpy(array).permute(2, 0, 1).float() / 255.0
-    image = Image.fromarray(array, "RGB" if alpha is None else "RGBA")
-    # The input's EXIF (orientation already applied) and colour profile travel with the result, as in the
-    # CLI's and the server's files: getexif() reads them, and PNG/WebP saves keep the profile by default.
-    if source.exif:
-        image.info["exif"] = source.exif
-    if source.icc_profile:
-        image.info["icc_profile"] = source.icc_profile
-    return image
+    return composition.convert_output(rgb, alpha, output_type, source)

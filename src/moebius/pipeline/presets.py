@@ -189,3 +189,18 @@ def get_preset(preset: str | InpaintPreset) -> InpaintPreset:
     if preset not in _PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(list_presets())}")
     return _PRESETS[preset]
+
+
+def check_call_defaults(defaults: Any) -> dict[str, Any]:
+    """``defaults`` if it is a dict of valid :class:`~moebius.pipeline.presets.InpaintPreset` fields, else a
+    ConfigError. ``name`` and ``seed`` are refused: they describe a call, not what the weights need."""
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"expected a mapping of inpainting options, got {type(defaults).__name__}")
+    refused = sorted({"name", "seed"} & set(defaults))
+    if refused:
+        raise ConfigError(f"{', '.join(refused)} cannot be a pipeline default")
+    try:
+        get_preset("default").replace(**defaults)  # unknown names and bad values raise here
+    except TypeError as exc:  # a value of the wrong type, e.g. a string scale from a hand-edited file
+        raise ConfigError(f"a value of the wrong type ({exc})") from None
+    return dict(defaults)

@@ -28,24 +28,9 @@ from ..models.denoiser import BACKGROUND_IDS, FOREGROUND_IDS
 from ..models.vae import AutoencoderKL
 from ..schedulers.ddim import DDIMConfig, cfg_combine
 from ..schedulers.registry import make_scheduler
+from .composition import StepCallback, StepInfo, draws_needed
 from .masks import latent_mask
 from .presets import InpaintPreset
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    """What a step callback sees: 0-based ``step`` of ``num_steps``, the timestep, the latents after the
-    step (B, 4, h, w) float32, and the index of the tile group being sampled."""
-
-    step: int
-    num_steps: int
-    timestep: int
-    latents: torch.Tensor
-    group: int
-
-
-# May return latents (B, 4, h, w) to continue from instead of ``info.latents``; None keeps them.
-StepCallback = Callable[[StepInfo], "torch.Tensor | None"]
 
 
 @dataclass
@@ -61,19 +46,6 @@ class SamplerModels:
     unet_dtype: torch.dtype
     channels_last: bool = False
     shared_cfg_input: bool = False
-
-
-def draws_needed(settings: InpaintPreset) -> tuple[str, ...]:
-    """Names of the random tensors a run with ``settings`` consumes, in the official draw order."""
-    names = []
-    if settings.sample_posterior and settings.strength < 1.0:
-        names.append("image_posterior")
-    if settings.sample_posterior:
-        names.append("masked_image_posterior")
-    names.append("initial")
-    if settings.noise_offset > 0:
-        names.append("offset")
-    return tuple(names)
 
 
 def _scale(vae: AutoencoderKL, z: torch.Tensor) -> torch.Tensor:
@@ -122,7 +94,8 @@ def sample(models: SamplerModels, scheduler_config: DDIMConfig, settings: Inpain
     """
     vae, device = models.vae, image.device
     image_latents, masked_latents = encode_conditions(vae, image, hole, settings, draws, record)
-    mask_lat = latent_mask(hole, vae.config.downsample_factor, settings.mask_downsample)
+    mask_lat = torch.from_numpy(latent_mask(hole.cpu().numpy(), vae.config.downsample_factor,
+                                            settings.mask_downsample)).to(device)
 
     scheduler = make_scheduler(settings.scheduler, scheduler_config)  # per call: one trajectory's state
     scheduler.set_timesteps(settings.num_inference_steps)

@@ -96,10 +96,19 @@ def create_app(settings: ServeSettings | None = None, *, pipeline: Any = None) -
 
 
 def _load(settings: ServeSettings) -> Any:
-    from ..pipeline.builder import build_pipeline
+    from ..onnx.layout import is_export_folder
 
     if settings.weights is None:
         raise MoebiusError("no weights configured")
+    if is_export_folder(settings.weights):
+        from ..onnx.pipeline import OnnxInpaintPipeline
+
+        onnx_pipe = OnnxInpaintPipeline(settings.weights)
+        onnx_pipe.set_progress_bar_config(disable=True)
+        return onnx_pipe
+
+    from ..pipeline.builder import build_pipeline
+
     pipe = build_pipeline(settings.weights, variant=settings.variant, vae=settings.vae, device=settings.device,
                           dtype=settings.dtype, fast=settings.fast)
     pipe.set_progress_bar_config(disable=True)

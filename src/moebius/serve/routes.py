@@ -142,7 +142,8 @@ async def models(request: Request) -> Models:
     """The loaded model and the presets it can run."""
     runner = request.app.state.runner
     pipe = runner.pipeline
-    info = ModelInfo(name=runner.model_name, family=str(getattr(pipe.unet.config, "family", "unknown")),
+    family = pipe.family if hasattr(pipe, "family") else getattr(pipe.unet.config, "family", "unknown")  # ONNX: no unet
+    info = ModelInfo(name=runner.model_name, family=str(family),
                      variant=pipe.variant, device=str(pipe.device), dtype=str(pipe.dtype).replace("torch.", ""),
                      presets=list_presets(), size_multiple=pipe.size_multiple)
     return Models(current=runner.model_name, models=[info])

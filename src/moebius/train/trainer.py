@@ -287,7 +287,6 @@ class Trainer:
         eps (B, C, h, w): the noise, offset included; t (B,) int64 timesteps; ids (B, L) category ids;
         augment: E-LatentLPIPS augmentation parameters (B, ...), used when ``loss.perceptual.ensembling``.
         """
-        c = self.config
         alpha_bar = self.alphas_cumprod[t]
         a = alpha_bar.reshape(-1, 1, 1, 1)
         x_t = a.sqrt() * z + (1 - a).sqrt() * eps
