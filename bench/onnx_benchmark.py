@@ -39,7 +39,7 @@ from moebius.onnx.export import export_weights
 from moebius.onnx.layout import GRAPH_FILES, external_data_name
 from moebius.onnx.pipeline import OnnxInpaintPipeline
 from moebius.onnx.precision import convert_precision
-from moebius.pipeline.ddim import DDIMConfig
+from moebius.schedulers.ddim import DDIMConfig
 from moebius.pipeline.loading import PipelineParts, save_pipeline
 from moebius.weights import default_model_dir
 from step_benchmark import _model as step_benchmark_model  # bench/ is on sys.path when run as a script

@@ -26,7 +26,7 @@ from moebius.onnx import OnnxInpaintPipeline
 from moebius.onnx.layout import MANIFEST_FILE
 from moebius.onnx.random import TorchCompatibleGenerator
 from moebius.onnx.scheduler import NumpyDDIM
-from moebius.pipeline.ddim import DDIMConfig, DDIMScheduler
+from moebius.schedulers.ddim import DDIMConfig, DDIMScheduler
 from moebius.pipeline.loading import PipelineParts, save_pipeline
 from moebius.pipeline.pipeline import MoebiusInpaintPipeline
 from moebius.weights.serialization import save_model

@@ -29,11 +29,11 @@ from .. import __version__
 from ..errors import InputError
 from ..models.denoiser import BACKGROUND_IDS, CATEGORY_TOKENS, FOREGROUND_IDS
 from ..models.space_to_depth import SpaceToDepth
-from ..pipeline.ddim import DDIMConfig, DDIMScheduler
-from ..pipeline.loading import (PipelineParts, holds_weights, load_pipeline_parts, resolve_source,
-                                scheduler_config_dict)
+from ..pipeline.loading import PipelineParts, load_pipeline_parts
 from ..pipeline.presets import get_preset, list_presets
-from ..weights.official import CONFIG_NAME, MODEL_NAME, load_official
+from ..schedulers.ddim import DDIMConfig, DDIMScheduler, scheduler_config_dict
+from ..weights.locations import CONFIG_NAME, MODEL_NAME, holds_weights, resolve_source
+from ..weights.official import load_official
 from .layout import (FORMAT, FORMAT_VERSION, MANIFEST_FILE, UNET_FILE, VAE_DECODER_FILE, VAE_ENCODER_FILE,
                      external_data_name, holds_export)
 

@@ -1,6 +1,6 @@
 """DDIM (eta = 0) in numpy, driven by the schedule an export's manifest carries.
 
-The same arithmetic as :class:`moebius.pipeline.ddim.DDIMScheduler`, in the same float32 order, on the
+The same arithmetic as :class:`moebius.schedulers.ddim.DDIMScheduler`, in the same float32 order, on the
 tables recorded at export time: ᾱ_t, √ᾱ_t and √(1 − ᾱ_t) as torch computed them (its float32 square
 root is not always the correctly rounded one numpy computes, and one ulp would compound over the steps).
 The manifest is the only input, so a runtime in another language can follow the same few lines.
