@@ -293,3 +293,25 @@ def test_download_without_hub_gives_manual_instructions(tmp_path, capsys, monkey
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "huggingface_hub" else real(name, *a))
     _one_line_error(capsys, main(["download", "--weights", str(tmp_path)]), "huggingface_hub", "hustvl/PixelHacker")
+
+
+def test_option_choices_and_defaults_come_from_the_library(monkeypatch):
+    import argparse
+
+    from moebius.cli import _options
+    from moebius.pipeline import presets
+    from moebius.schedulers.registry import SCHEDULER_NAMES
+
+    parser = argparse.ArgumentParser()
+    _options.add_inpaint_options(parser)
+    actions = {a.dest: a for a in parser._actions}
+    assert tuple(actions["preset"].choices) == tuple(presets.list_presets())
+    assert tuple(actions["scheduler"].choices) == SCHEDULER_NAMES
+    assert f"({presets.get_preset('default').num_inference_steps})" in actions["num_inference_steps"].help
+
+    changed = presets.get_preset("default").replace(num_inference_steps=37, crop_margin=99)
+    monkeypatch.setattr(_options, "get_preset", lambda name: changed if name == "default" else presets.get_preset(name))
+    parser = argparse.ArgumentParser()
+    _options.add_inpaint_options(parser)
+    helps = {a.dest: a.help for a in parser._actions}
+    assert "(37)" in helps["num_inference_steps"] and "(99)" in helps["crop_margin"]

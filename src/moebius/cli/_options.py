@@ -1,7 +1,7 @@
 """Options shared by ``moebius inpaint`` and ``moebius batch``, and turning them into a pipeline call.
 
-Only the standard library (and :mod:`moebius.weights.locations`, which needs nothing more) is imported at
-module level, so building the parser (and ``--help``) stays fast.
+Only torch-free modules are imported at module level (the weights' locations, the presets and the scheduler
+names, from which the choices and defaults below come), so building the parser (and ``--help``) stays fast.
 """
 
 from __future__ import annotations
@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from typing import get_args
+
+from ..pipeline.prefill import PREFILLS
+from ..pipeline.presets import HDStrategy, PasteMode, get_preset, list_presets
+from ..schedulers.registry import SCHEDULER_NAMES
 from ..weights.locations import DEFAULT_VARIANT, OFFICIAL_VARIANTS
 
-PRESETS = ("default", "official", "portrait")
 DTYPES = ("float32", "bfloat16", "float16")
-SCHEDULERS = ("ddim", "dpmpp-2m", "dpmpp-2m-karras", "unipc")  # moebius.schedulers.registry.SCHEDULER_NAMES
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -33,29 +36,33 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_inpaint_options(parser: argparse.ArgumentParser) -> None:
+    default, portrait = get_preset("default"), get_preset("portrait")
     group = parser.add_argument_group("inpainting (default: the preset's value)")
-    group.add_argument("--preset", default="default", choices=PRESETS,
+    group.add_argument("--preset", default="default", choices=list_presets(),
                        help="default: fixes the official traps; official: reproduces the official pipeline; "
-                            "portrait: default with guidance 2.0")
-    group.add_argument("--steps", type=int, dest="num_inference_steps", help="sampler steps (20)")
-    group.add_argument("--scheduler", choices=SCHEDULERS,
-                       help="sampler: ddim (every preset's), dpmpp-2m, dpmpp-2m-karras or unipc")
-    group.add_argument("--guidance", type=float, dest="guidance_scale", help="CFG scale (2.5 scenes, 2.0 portraits)")
+                            f"portrait: default with guidance {portrait.guidance_scale:.1f}")
+    group.add_argument("--steps", type=int, dest="num_inference_steps",
+                       help=f"sampler steps ({default.num_inference_steps})")
+    group.add_argument("--scheduler", choices=SCHEDULER_NAMES, help=f"sampler ({default.scheduler})")
+    group.add_argument("--guidance", type=float, dest="guidance_scale",
+                       help=f"CFG scale ({default.guidance_scale:.1f} scenes, {portrait.guidance_scale:.1f} portraits)")
     group.add_argument("--strength", type=float, help="1.0 = start from pure noise")
-    group.add_argument("--prefill", choices=("none", "telea", "navier-stokes"),
+    group.add_argument("--prefill", choices=PREFILLS,
                        help="fill the hole with this OpenCV method first, then refine it (needs --strength < 1)")
     group.add_argument("--seed", type=int, help="random seed (recorded in the output's metadata)")
-    group.add_argument("--hd-strategy", choices=("crop", "resize", "original"))
-    group.add_argument("--crop-margin", type=int, help="context around each crop, px (128)")
-    group.add_argument("--crop-trigger-size", type=int, help="crop only when the long side exceeds this (800)")
-    group.add_argument("--resize-limit", type=int, help="long side for --hd-strategy resize (1280)")
-    group.add_argument("--mask-threshold", type=float, help="mask values >= this are filled (127.5)")
+    group.add_argument("--hd-strategy", choices=get_args(HDStrategy), help=f"large images ({default.hd_strategy})")
+    group.add_argument("--crop-margin", type=int, help=f"context around each crop, px ({default.crop_margin})")
+    group.add_argument("--crop-trigger-size", type=int,
+                       help=f"crop only when the long side exceeds this ({default.crop_trigger_size})")
+    group.add_argument("--resize-limit", type=int, help=f"long side for --hd-strategy resize ({default.resize_limit})")
+    group.add_argument("--mask-threshold", type=float,
+                       help=f"mask values >= this are filled ({default.mask_threshold:g})")
     group.add_argument("--invert-mask", action="store_true", default=None, help="fill the black part instead")
     group.add_argument("--mask-dilate", type=int, help="grow the mask by this many px")
-    group.add_argument("--mask-blur", type=float, help="feather radius of the paste-back, px (3)")
+    group.add_argument("--mask-blur", type=float, help=f"feather radius of the paste-back, px ({default.mask_blur:g})")
     group.add_argument("--resize-mask", action="store_true", default=None,
                        help="resize a mask of another size to the image instead of refusing it")
-    group.add_argument("--paste", choices=("official", "keep_unmasked", "none"), help="how results are pasted back")
+    group.add_argument("--paste", choices=get_args(PasteMode), help=f"how results are pasted back ({default.paste})")
     group.add_argument("--compensate", action="store_true", default=None,
                        help="match the filled region's mean colour to its surroundings")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
