@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError, ConfigError
+from ..files import atomic_folder
 from ..models.space_to_depth import CLASS_NAME as SPACE_TO_DEPTH
 from ..models.space_to_depth import SpaceToDepth, SpaceToDepthConfig
 from ..models.vae import AutoencoderKL, VAEConfig, rename_legacy_attention_keys
@@ -130,10 +129,10 @@ def load_vae(folder: str | Path) -> Autoencoder:
 
 
 def save_vae(vae: Autoencoder, folder: Path) -> None:
-    """Write ``vae`` as :func:`load_vae` reads it (``folder`` must not exist yet)."""
+    """Write ``vae`` as :func:`load_vae` reads it into a new or empty ``folder``."""
     from safetensors.torch import save_file
 
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     config = vae.config.to_config_dict() if isinstance(vae, SpaceToDepth) else vae_config_dict(vae.config)
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     state = {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}
@@ -281,9 +280,7 @@ def save_pipeline(parts: PipelineParts, folder: str | Path) -> Path:
     folder = Path(folder).expanduser()
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise CheckpointError(f"{folder} already exists and is not an empty folder; choose a new output path")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder, replace=True) as tmp:  # replaces only an empty folder (checked above)
         save_model(parts.unet, tmp / "unet")
         save_vae(parts.vae, tmp / "vae")
         (tmp / SCHEDULER_FILE).write_text(json.dumps(scheduler_config_dict(parts.scheduler_config), indent=2) + "\n")
@@ -291,10 +288,4 @@ def save_pipeline(parts: PipelineParts, folder: str | Path) -> Path:
         if parts.defaults:
             info["defaults"] = parts.defaults  # checked when the pipeline was built
         (tmp / PIPELINE_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        if folder.exists():
-            folder.rmdir()
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
