@@ -136,6 +136,17 @@ def test_a_write_that_fails_midway_names_the_destination_and_leaves_nothing(tmp_
     assert path.read_bytes() == b"previous result" and [p.name for p in tmp_path.iterdir()] == ["out.png"]
 
 
+def test_weights_that_do_not_fit_name_the_folder_and_leave_nothing(tmp_path):
+    from moebius.weights.serialization import save_model
+
+    unet = tiny_pipeline().unet
+    with _FileSizeLimit(4096):
+        with pytest.raises(WriteError) as info:  # safetensors reports the error only in its message
+            save_model(unet, tmp_path / "weights")
+    assert info.value.errno == errno.EFBIG and info.value.filename == str(tmp_path / "weights")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_full_disk_at_fsync_names_the_destination(tmp_path, monkeypatch):
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -36,10 +37,29 @@ class WriteError(OSError):
 
 
 def _raise_for(exc: BaseException, destination: Path) -> NoReturn:
-    """Re-raise a system error as a :class:`WriteError` on ``destination``; anything else unchanged."""
-    if isinstance(exc, OSError) and not isinstance(exc, WriteError) and exc.errno is not None:
+    """Re-raise a system error as a :class:`WriteError` on ``destination`` (the outermost destination wins
+    when writes nest); anything else unchanged."""
+    if isinstance(exc, OSError) and exc.errno is not None:
         raise WriteError(exc.errno, exc.strerror or os.strerror(exc.errno), str(destination)) from None
     raise exc
+
+
+@contextlib.contextmanager
+def reported_as(destination: str | os.PathLike) -> Iterator[None]:
+    """Raise a system error from the block as a :class:`WriteError` naming ``destination``."""
+    try:
+        yield
+    except OSError as exc:
+        _raise_for(exc, Path(destination))
+
+
+def os_error_in(exc: Exception) -> OSError | None:
+    """The system error a library reports only in its message ("... (os error 28) ..."), as an OSError."""
+    found = re.search(r"os error (\d+)", str(exc))
+    if found is None:
+        return None
+    number = int(found.group(1))
+    return OSError(number, os.strerror(number))
 
 
 def _temp_path(destination: Path) -> Path:

@@ -130,13 +130,13 @@ def load_vae(folder: str | Path) -> Autoencoder:
 
 def save_vae(vae: Autoencoder, folder: Path) -> None:
     """Write ``vae`` as :func:`load_vae` reads it into a new or empty ``folder``."""
-    from safetensors.torch import save_file
+    from ..weights.serialization import save_safetensors
 
     folder.mkdir(parents=True, exist_ok=True)
     config = vae.config.to_config_dict() if isinstance(vae, SpaceToDepth) else vae_config_dict(vae.config)
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     state = {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}
-    save_file(state, str(folder / VAE_WEIGHT_NAMES[0]), metadata={"format": "pt"})
+    save_safetensors(state, folder / VAE_WEIGHT_NAMES[0], metadata={"format": "pt"})
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -63,11 +63,11 @@ def unpack(data: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def save_state(folder: Path, name: str, obj: Any) -> None:
-    from safetensors.torch import save_file
+    from ..weights.serialization import save_safetensors
 
     tensors: dict[str, torch.Tensor] = {}
     structure = pack(obj, tensors)
-    save_file(tensors, str(folder / f"{name}.safetensors"))
+    save_safetensors(tensors, folder / f"{name}.safetensors")
     (folder / f"{name}.json").write_text(json.dumps(structure))
 
 

@@ -106,8 +106,8 @@ def newest_intact(folder: Path, log: bool = True) -> Path | None:
             logger.warning("checkpoint %s is damaged: %s", candidate.name, problem)
         first_problem = first_problem or problem
     if found:
-        raise CheckpointError(f"no intact checkpoint in {folder} (newest: {first_problem}); move the damaged "
-                              "ones aside to start over, or set run.output_dir to a new folder")
+        raise CheckpointError(f"no intact checkpoint in {folder}; the newest is damaged: {first_problem}. Move the "
+                              "damaged ones aside to start over, or set run.output_dir to a new folder")
     return None
 
 

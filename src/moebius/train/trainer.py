@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.profiler import record_function
 
 from ..errors import CheckpointError, ConfigError
-from ..files import publish_folder, write_text
+from ..files import publish_folder, reported_as, write_text
 from ..pipeline.ddim import DDIMConfig, scaled_linear_alphas_cumprod, velocity
 from . import _build
 from ._state import capture_rng, load_state, read_json, restore_rng, save_state
@@ -439,22 +439,25 @@ class Trainer:
         name = f"{CHECKPOINT_PREFIX}{self.step:08d}"
         final, tmp = self.ckpt_dir / name, self.ckpt_dir / f".{name}.tmp"
         if self.is_main:
-            remove_stale_temporaries(self.ckpt_dir)
-            tmp.mkdir(parents=True)
+            with reported_as(final):
+                remove_stale_temporaries(self.ckpt_dir)
+                tmp.mkdir(parents=True)
         self.acc.wait_for_everyone()
-        if self.is_main:
-            save_model(self.student, tmp / "student")
-            if self.ema is not None:
-                save_folder(self.ema.shadow, self.student.config, tmp / "ema")
-            save_state(tmp, "optimizer", self.optimizer.state_dict())
-        save_state(tmp, f"rng-rank{self.rank}", capture_rng())
+        with reported_as(final):
+            if self.is_main:
+                save_model(self.student, tmp / "student")
+                if self.ema is not None:
+                    save_folder(self.ema.shadow, self.student.config, tmp / "ema")
+                save_state(tmp, "optimizer", self.optimizer.state_dict())
+            save_state(tmp, f"rng-rank{self.rank}", capture_rng())
         self.acc.wait_for_everyone()
         if self.is_main:
             meta = {"step": self.step, "samples_seen": self.samples_seen, "world_size": self.world,
                     "ema_updates": self.ema.num_updates if self.ema is not None else None}
-            (tmp / TRAINER_STATE_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-            write_manifest(tmp)
-            publish_folder(tmp, final, replace=True)
+            with reported_as(final):
+                (tmp / TRAINER_STATE_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+                write_manifest(tmp)
+                publish_folder(tmp, final, replace=True)
             keep = self.config.run.keep_last
             if keep:
                 # Only older ones: a newer, damaged checkpoint a resume passed over must not push this one out.

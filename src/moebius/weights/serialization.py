@@ -11,22 +11,33 @@ import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError
-from ..files import atomic_folder, atomic_write
+from ..files import atomic_folder, atomic_write, os_error_in
 from ..models.families import config_from_dict, config_to_dict, get_family
 from .official import (CONFIG_NAME, MODEL_NAME, OFFICIAL_WEIGHTS_NAME, build_from_state_dict, infer_family,
                        read_state_dict)
 
 
-def save_folder(state: dict[str, torch.Tensor], config: Any, folder: str | Path) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` into a new folder, atomically (:func:`moebius.files.atomic_folder`)."""
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' ``save_file``; a failed write (full disk, ...) is raised as the ``OSError`` it was."""
     from safetensors.torch import save_file
 
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except Exception as exc:  # safetensors reports I/O errors as its own type, errno only in the message
+        os_error = os_error_in(exc)
+        if os_error is None:
+            raise
+        raise os_error from None
+
+
+def save_folder(state: dict[str, torch.Tensor], config: Any, folder: str | Path) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` into a new folder, atomically (:func:`moebius.files.atomic_folder`)."""
     folder = Path(folder)
     if folder.exists():
         raise CheckpointError(f"{folder} already exists; choose a new output path")
     with atomic_folder(folder) as tmp:
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-        save_file(tensors, str(tmp / MODEL_NAME), metadata={"format": "pt", "family": type(config).family})
+        save_safetensors(tensors, tmp / MODEL_NAME, metadata={"format": "pt", "family": type(config).family})
         (tmp / CONFIG_NAME).write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
     return folder
 
