@@ -12,6 +12,7 @@ import sys
 from typing import Sequence
 
 from ..errors import MoebiusError
+from ..files import WriteError
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -59,7 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MoebiusError as exc:
         print(f"moebius {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # unwritable output folder, full disk, ...
+    except WriteError as exc:  # read-only folder, full disk, ...: "cannot write PATH: reason"
+        print(f"moebius {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
         print(f"moebius {args.command}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -23,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import InputError
+from ..files import atomic_write
 
 if TYPE_CHECKING:
     import torch
@@ -100,23 +100,17 @@ def write_image(image: Image.Image, handle: Any, fmt: str, *, exif: bytes | None
 
 def save_image(image: Image.Image, path: str | os.PathLike, *, exif: bytes | None = None,
                icc_profile: bytes | None = None, text: dict[str, str] | None = None, quality: int = 95) -> Path:
-    """Write ``image`` atomically (temp file in the same folder, then rename); the format follows the suffix.
+    """Write ``image`` atomically (:func:`moebius.files.atomic_write`); the format follows the suffix.
 
-    See :func:`write_image` for what is kept.
+    See :func:`write_image` for what is kept. A write that fails (read-only folder, full disk) raises
+    :class:`moebius.files.WriteError` naming ``path``.
     """
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise InputError(f"{path}: unknown image file extension {path.suffix!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write_image(image, handle, fmt, exif=exif, icc_profile=icc_profile, text=text, quality=quality)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as handle:
+        write_image(image, handle, fmt, exif=exif, icc_profile=icc_profile, text=text, quality=quality)
     return path
 
 

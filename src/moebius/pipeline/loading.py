@@ -12,9 +12,6 @@ The official layout, and where weights are looked for, are in :mod:`moebius.weig
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from typing import Any
 import torch.nn as nn
 
 from ..errors import CheckpointError, ConfigError
+from ..files import atomic_folder
 from ..schedulers.ddim import DDIMConfig, scheduler_config_dict
 from ..weights.locations import (CONFIG_NAME, OFFICIAL_WEIGHTS_NAME, PIPELINE_FILE, VAE_REPO, VAE_WEIGHT_NAMES,
                                  missing_weights_message, official_unet_dir)
@@ -97,9 +95,7 @@ def save_pipeline(parts: PipelineParts, folder: str | Path) -> Path:
     folder = Path(folder).expanduser()
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise CheckpointError(f"{folder} already exists and is not an empty folder; choose a new output path")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder, replace=True) as tmp:  # replaces only an empty folder (checked above)
         save_model(parts.unet, tmp / "unet")
         save_vae(parts.vae, tmp / "vae")
         (tmp / SCHEDULER_FILE).write_text(json.dumps(scheduler_config_dict(parts.scheduler_config), indent=2) + "\n")
@@ -107,10 +103,4 @@ def save_pipeline(parts: PipelineParts, folder: str | Path) -> Path:
         if parts.defaults:
             info["defaults"] = parts.defaults  # checked when the pipeline was built
         (tmp / PIPELINE_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        if folder.exists():
-            folder.rmdir()
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder

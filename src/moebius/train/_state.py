@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import CheckpointError
+
 
 def pack(obj: Any, tensors: dict[str, torch.Tensor], path: str = "") -> Any:
     """JSON-able structure of ``obj``; tensors are moved into ``tensors`` under their path."""
@@ -61,19 +63,36 @@ def unpack(data: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def save_state(folder: Path, name: str, obj: Any) -> None:
-    from safetensors.torch import save_file
+    from ..weights.serialization import save_safetensors
 
     tensors: dict[str, torch.Tensor] = {}
     structure = pack(obj, tensors)
-    save_file(tensors, str(folder / f"{name}.safetensors"))
+    save_safetensors(tensors, folder / f"{name}.safetensors")
     (folder / f"{name}.json").write_text(json.dumps(structure))
 
 
 def load_state(folder: Path, name: str) -> Any:
+    """Inverse of :func:`save_state`; an unreadable file is a :class:`CheckpointError` naming it."""
     from safetensors.torch import load_file
 
-    tensors = load_file(str(folder / f"{name}.safetensors"))
-    return unpack(json.loads((folder / f"{name}.json").read_text()), tensors)
+    path = folder / f"{name}.safetensors"
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error type for a damaged file
+        raise CheckpointError(f"{path}: unreadable ({_first_line(exc)})") from None
+    return unpack(read_json(folder / f"{name}.json"), tensors)
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; an unreadable one is a :class:`CheckpointError` naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def capture_rng() -> dict[str, Any]:

@@ -19,7 +19,6 @@ import dataclasses
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..files import atomic_folder, write_text
 from .config import dump_config, load_yaml_config
 
 logger = logging.getLogger("moebius.train")
@@ -329,14 +329,10 @@ class AutoencoderTrainer:
 
         folder = self.out / "autoencoder"
         if self.acc.is_main_process:
-            self.out.mkdir(parents=True, exist_ok=True)
-            tmp = self.out / ".autoencoder.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            save_vae(self.model.float().cpu(), tmp)
-            shutil.rmtree(folder, ignore_errors=True)
-            tmp.rename(folder)
-            (self.out / "config.yaml").write_text(dump_config(self.config))
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            with atomic_folder(folder, replace=True) as tmp:
+                save_vae(self.model.float().cpu(), tmp)
+            write_text(self.out / "config.yaml", dump_config(self.config))
+            write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
             logger.info("saved %s", folder)
         self.acc.wait_for_everyone()
         return folder

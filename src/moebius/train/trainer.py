@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -33,17 +32,18 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.profiler import record_function
 
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
+from ..files import publish_folder, reported_as, write_text
 from ..schedulers.ddim import DDIMConfig, scaled_linear_alphas_cumprod, velocity
 from . import _build
-from ._state import capture_rng, load_state, restore_rng, save_state
+from ._state import capture_rng, load_state, read_json, restore_rng, save_state
+from .checkpoints import (CHECKPOINT_PREFIX, MANIFEST_NAME, TRAINER_STATE_NAME, checkpoint_problem, find_checkpoints,
+                          newest_intact, remove_stale_temporaries, write_manifest)
 from .config import TrainConfig, dump_config
 from .data import training_tensors
 from .losses import AdaptiveWeighting, feature_kd_loss, mse, predict_x0
 
 logger = logging.getLogger("moebius.train")
-
-CHECKPOINT_PREFIX = "step-"
 
 
 def sample_seed(seed: int, key: int, stream: int = 0) -> int:
@@ -52,20 +52,18 @@ def sample_seed(seed: int, key: int, stream: int = 0) -> int:
     return int(words[0]) << 31 ^ int(words[1])
 
 
-def find_checkpoints(folder: Path) -> list[Path]:
-    """Complete checkpoints in ``folder``, oldest first."""
-    if not folder.is_dir():
-        return []
-    done = [p for p in folder.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / "trainer.json").is_file()]
-    return sorted(done, key=lambda p: p.name)
-
-
 class _ScalarLog:
-    """``scalars.jsonl`` always; TensorBoard events when tensorboardX or tensorboard is installed."""
+    """``scalars.jsonl`` always; TensorBoard events when tensorboardX or tensorboard is installed.
 
-    def __init__(self, folder: Path, tensorboard: bool) -> None:
+    A run that resumes at ``start_step`` first drops the rows after it: they were logged by the interrupted
+    run after its last checkpoint, and the resumed run logs those steps again.
+    """
+
+    def __init__(self, folder: Path, tensorboard: bool, start_step: int = 0) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.jsonl = (folder / "scalars.jsonl").open("a")
+        path = folder / "scalars.jsonl"
+        _trim_jsonl(path, start_step)
+        self.jsonl = path.open("a")
         self.writer = None
         if tensorboard:
             try:
@@ -78,7 +76,7 @@ class _ScalarLog:
             if SummaryWriter is None:
                 logger.warning("neither tensorboardX nor tensorboard is installed: scalars go to scalars.jsonl only")
             else:
-                self.writer = SummaryWriter(str(folder))
+                self.writer = SummaryWriter(str(folder), purge_step=start_step + 1 if start_step else None)
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         self.jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
@@ -92,6 +90,23 @@ class _ScalarLog:
         self.jsonl.close()
         if self.writer is not None:
             self.writer.close()
+
+
+def _trim_jsonl(path: Path, last_step: int) -> None:
+    """Keep only the rows of ``path`` with ``step <= last_step`` (and drop a half-written last line)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if line.endswith("\n") and isinstance(row, dict) and row.get("step", 0) <= last_step:
+            kept.append(line)
+    if len(kept) != len(lines):
+        write_text(path, "".join(kept))
 
 
 class Trainer:
@@ -169,8 +184,8 @@ class Trainer:
         self._log = None
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(dump_config(config))
-            self._log = _ScalarLog(self.run_dir / "logs", config.run.tensorboard)
+            write_text(self.run_dir / "config.yaml", dump_config(config))
+            self._log = _ScalarLog(self.run_dir / "logs", config.run.tensorboard, start_step=self.step)
             logger.info("training on %d process(es), global batch %d, losses: %s%s", self.world, self.global_batch,
                         ", ".join(self.active), f"; resumed at step {self.step}" if resume_from else "")
 
@@ -183,17 +198,23 @@ class Trainer:
 
     def _resume_folder(self) -> Path | None:
         resume = self.config.run.resume
-        found = find_checkpoints(self.ckpt_dir)
         if resume is None:
-            if found:
+            if find_checkpoints(self.ckpt_dir):
                 raise ConfigError(f"{self.run_dir} already holds checkpoints; set run.resume to 'auto' to continue "
                                   "or choose a new run.output_dir")
             return None
         if resume == "auto":
-            return found[-1] if found else None
-        folder = Path(resume)
-        if not (folder / "trainer.json").is_file():
-            raise ConfigError(f"run.resume: {folder} is not a training checkpoint (no trainer.json)")
+            folder = newest_intact(self.ckpt_dir, log=self.is_main)
+        else:
+            folder = Path(resume)
+            if not (folder / TRAINER_STATE_NAME).is_file() and not (folder / MANIFEST_NAME).is_file():
+                raise ConfigError(f"run.resume: {folder} is not a training checkpoint (no trainer.json)")
+            problem = checkpoint_problem(folder)
+            if problem is not None:
+                raise CheckpointError(f"run.resume: checkpoint {folder} is damaged: {problem}")
+        if folder is not None and self.is_main and not (folder / MANIFEST_NAME).is_file():
+            logger.warning("%s has no %s (written by an older version): resuming without checking it",
+                           folder, MANIFEST_NAME)
         return folder
 
     def _probes(self) -> tuple[torch.nn.Parameter, torch.nn.Parameter | None]:
@@ -428,32 +449,40 @@ class Trainer:
     # Checkpoints
 
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/step-XXXXXXXX`` atomically (temp folder, then rename) and prune old ones."""
+        """Write ``checkpoints/step-XXXXXXXX`` atomically and prune old ones.
+
+        Every process writes into one hidden temporary folder; the main one then adds ``trainer.json`` and,
+        last, ``manifest.json``, fsyncs every file and folder, and renames the folder into place.
+        """
         from ..weights.serialization import save_folder, save_model
 
         name = f"{CHECKPOINT_PREFIX}{self.step:08d}"
         final, tmp = self.ckpt_dir / name, self.ckpt_dir / f".{name}.tmp"
         if self.is_main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
+            with reported_as(final):
+                remove_stale_temporaries(self.ckpt_dir)
+                tmp.mkdir(parents=True)
         self.acc.wait_for_everyone()
-        if self.is_main:
-            save_model(self.student, tmp / "student")
-            if self.ema is not None:
-                save_folder(self.ema.shadow, self.student.config, tmp / "ema")
-            save_state(tmp, "optimizer", self.optimizer.state_dict())
-        save_state(tmp, f"rng-rank{self.rank}", capture_rng())
+        with reported_as(final):
+            if self.is_main:
+                save_model(self.student, tmp / "student")
+                if self.ema is not None:
+                    save_folder(self.ema.shadow, self.student.config, tmp / "ema")
+                save_state(tmp, "optimizer", self.optimizer.state_dict())
+            save_state(tmp, f"rng-rank{self.rank}", capture_rng())
         self.acc.wait_for_everyone()
         if self.is_main:
             meta = {"step": self.step, "samples_seen": self.samples_seen, "world_size": self.world,
                     "ema_updates": self.ema.num_updates if self.ema is not None else None}
-            (tmp / "trainer.json").write_text(json.dumps(meta, indent=2) + "\n")
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            with reported_as(final):
+                (tmp / TRAINER_STATE_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+                write_manifest(tmp)
+                publish_folder(tmp, final, replace=True)
             keep = self.config.run.keep_last
             if keep:
-                for old in find_checkpoints(self.ckpt_dir)[:-keep]:
+                # Only older ones: a newer, damaged checkpoint a resume passed over must not push this one out.
+                older = [p for p in find_checkpoints(self.ckpt_dir) if p.name < final.name]
+                for old in older[:len(older) - (keep - 1)]:
                     shutil.rmtree(old, ignore_errors=True)
             logger.info("saved %s", final)
         self.acc.wait_for_everyone()
@@ -462,7 +491,7 @@ class Trainer:
     def _load_checkpoint(self, folder: Path) -> None:
         from ..weights.official import read_state_dict
 
-        meta = json.loads((folder / "trainer.json").read_text())
+        meta = read_json(folder / TRAINER_STATE_NAME)
         self.student.load_state_dict(read_state_dict(folder / "student" / "model.safetensors"), strict=True)
         self.optimizer.load_state_dict(load_state(folder, "optimizer"))
         if self.ema is not None:

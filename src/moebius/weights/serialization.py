@@ -4,9 +4,6 @@ the official ``diffusion_pytorch_model.bin``."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,28 +11,34 @@ import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError
+from ..files import atomic_folder, atomic_write, os_error_in
 from ..models._registry import config_from_dict, config_to_dict, get_config, get_family
 from .locations import CONFIG_NAME, MODEL_NAME, OFFICIAL_WEIGHTS_NAME
 from .official import build_from_state_dict, infer_family, read_state_dict
 
 
-def save_folder(state: dict[str, torch.Tensor], config: Any, folder: str | Path) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` into a new folder, atomically (temp folder + rename)."""
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' ``save_file``; a failed write (full disk, ...) is raised as the ``OSError`` it was."""
     from safetensors.torch import save_file
 
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except Exception as exc:  # safetensors reports I/O errors as its own type, errno only in the message
+        os_error = os_error_in(exc)
+        if os_error is None:
+            raise
+        raise os_error from None
+
+
+def save_folder(state: dict[str, torch.Tensor], config: Any, folder: str | Path) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` into a new folder, atomically (:func:`moebius.files.atomic_folder`)."""
     folder = Path(folder)
     if folder.exists():
         raise CheckpointError(f"{folder} already exists; choose a new output path")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-        save_file(tensors, str(tmp / MODEL_NAME), metadata={"format": "pt", "family": type(config).family})
+        save_safetensors(tensors, tmp / MODEL_NAME, metadata={"format": "pt", "family": type(config).family})
         (tmp / CONFIG_NAME).write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 
@@ -47,15 +50,8 @@ def save_model(model: nn.Module, folder: str | Path) -> Path:
 def _write_bin(state: dict[str, torch.Tensor], path: Path) -> None:
     if path.exists():
         raise CheckpointError(f"{path} already exists; choose a new output path")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as handle:
+        torch.save(state, handle)
 
 
 def convert(src: str | Path, dst: str | Path) -> Path:

@@ -60,11 +60,11 @@ def load_vae(folder: str | Path) -> Autoencoder:
 
 
 def save_vae(vae: Autoencoder, folder: Path) -> None:
-    """Write ``vae`` as :func:`load_vae` reads it (``folder`` must not exist yet)."""
-    from safetensors.torch import save_file
+    """Write ``vae`` as :func:`load_vae` reads it into a new or empty ``folder``."""
+    from .serialization import save_safetensors
 
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     config = vae.config.to_config_dict() if isinstance(vae, SpaceToDepth) else vae_config_dict(vae.config)
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     state = {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}
-    save_file(state, str(folder / VAE_WEIGHT_NAMES[0]), metadata={"format": "pt"})
+    save_safetensors(state, folder / VAE_WEIGHT_NAMES[0], metadata={"format": "pt"})
