@@ -16,7 +16,7 @@ ROOT = Path(moebius.__file__).resolve().parent
 
 # Floor of each top-level subpackage or module of moebius (the package's own __init__ re-exports, lazily).
 FLOORS: dict[str, int] = {
-    "errors": 0, "image_files": 0,
+    "errors": 0, "image_files": 0, "files": 0,
     "layers": 1,
     "models": 2,
     "weights": 3, "schedulers": 3, "mask_generators": 3,
