@@ -51,7 +51,9 @@ def test_full_size_fast_path_matches_reference(size):
     torch.manual_seed(0)
     model = create_model("moebius").eval()
     _randomise_batchnorm(model)
-    _compare(model, size, atol_sample=5e-5, rtol_blocks=1e-5)
+    # The fast path sums in another order (folded BatchNorm, contracted λ), and at 1280 channels how far the
+    # roundings drift apart depends on the CPU's float32 kernels: AVX2 builds sit just above 1e-5 of |max|.
+    _compare(model, size, atol_sample=5e-5, rtol_blocks=3e-5)
 
 
 @pytest.mark.parametrize("batch", [1, 2])
