@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import CheckpointError, ConfigError, InputError
 from ..pipeline import composition
 from ..pipeline._progress import ProgressBar
-from ..pipeline.composition import StepCallback, StepInfo
+from ..pipeline.composition import StepEndCallback, StepInfo
 from ..pipeline.masks import latent_mask
 from ..pipeline.output import InpaintOutput
 from ..pipeline.presets import InpaintPreset, check_call_defaults, get_preset
@@ -102,7 +102,7 @@ class OnnxInpaintPipeline:
     def __call__(self, image: Any, mask_image: Any = None, *, preset: str | InpaintPreset = "default",
                  num_inference_steps: int | None = None, guidance_scale: float | None = None,
                  strength: float | None = None, seed: int | Sequence[int] | None = None,
-                 output_type: str = "pil", callback_on_step_end: StepCallback | None = None,
+                 output_type: str = "pil", callback_on_step_end: StepEndCallback | None = None,
                  **options: Any) -> InpaintOutput:
         """Inpaint one image or a list of them; the arguments mean what they mean for
         :class:`~moebius.pipeline.pipeline.MoebiusInpaintPipeline` (no torch generators or tensors)."""
@@ -161,7 +161,7 @@ class OnnxInpaintPipeline:
         return latents.get("image"), latents["masked_image"]
 
     def _sample(self, settings: InpaintPreset, image: np.ndarray, hole: np.ndarray, draws: dict[str, np.ndarray],
-                group: int, callback: StepCallback | None, on_step: Any) -> np.ndarray:
+                group: int, callback: StepEndCallback | None, on_step: Any) -> np.ndarray:
         """image (B, 3, H, W) in [-1, 1], hole (B, 1, H, W) {0, 1} -> decoded (B, 3, H, W) in ~[0, 1]."""
         image_latents, masked_latents = self._encode(image, hole, settings, draws)
         mask_lat = latent_mask(hole, int(self.autoencoder["downsample_factor"]), settings.mask_downsample)
@@ -187,7 +187,10 @@ class OnnxInpaintPipeline:
             guided = cfg_combine(*np.split(raw, 2), settings.guidance_scale) if use_cfg else raw
             latents = self.scheduler.step(guided, t, latents, steps)
             if callback is not None:
-                callback(StepInfo(i, len(timesteps), t, latents, group))
+                kwargs = callback(self, i, t, {"latents": latents, "step_info": StepInfo(i, len(timesteps), t, latents,
+                                                                                         group)})
+                if kwargs is not None and kwargs.get("latents") is not None:
+                    latents = np.asarray(kwargs["latents"], dtype=np.float32)
             on_step()
         z = latents / np.float32(self.autoencoder["scaling_factor"])
         if self.autoencoder["shift_factor"] is not None:

@@ -42,6 +42,9 @@ class StepInfo:
 
 # May return latents to continue from instead of ``info.latents``; None keeps them.
 StepCallback = Callable[[StepInfo], Any]
+# diffusers' step hook: (pipe, step, timestep, callback_kwargs) -> callback_kwargs, whose "latents" are continued
+# from; callback_kwargs also holds "step_info", a StepInfo.
+StepEndCallback = Callable[[Any, int, int, dict[str, Any]], "dict[str, Any] | None"]
 
 
 @dataclass

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence, TextIO
+from typing import Any, Sequence, TextIO
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from ..schedulers.ddim import DDIMConfig, strength_start_index
 from ..weights.locations import resolve_source
 from . import composition
 from ._progress import ProgressBar
-from .composition import Job
+from .composition import Job, StepEndCallback
 from .image_io import ImageData, ImageInput
 from .loading import PipelineParts, check_call_defaults, load_pipeline_parts, save_pipeline
 from .noise import NoiseDraws, NoiseSource, resolve_generators
@@ -42,9 +42,6 @@ from .sampler import SamplerModels, StepCallback, StepInfo, draws_needed, sample
 
 _OUTPUT_TYPES = ("pil", "np", "pt")
 _CALLBACK_TENSOR_INPUTS = ("latents",)
-
-# diffusers' step hook: (pipe, step, timestep, callback_kwargs) -> callback_kwargs
-StepEndCallback = Callable[["MoebiusInpaintPipeline", int, int, dict[str, Any]], "dict[str, Any] | None"]
 
 
 class MoebiusInpaintPipeline:
