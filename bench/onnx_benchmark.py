@@ -12,6 +12,9 @@ One run prints every figure side by side, so ratios are measured under the same 
    in fp32, fp16 and int8 (median of ``--repeats`` after a warm-up, interleaved).
 3. Seconds per 512² image end to end (default preset, ``--steps`` DDIM steps, one image with a centred hole)
    for the same five.
+   With ``--openvino-python PY`` (an interpreter with the ``onnxruntime-openvino`` package, which replaces
+   plain onnxruntime and so cannot share this process), the same step and image under OpenVINO's execution
+   provider, run by ``bench/onnx_provider_worker.py`` after a warm-up that lets OpenVINO compile each shape.
 4. Drift of float16 and int8 against float32 on real photos (``--photos``, each with a centred 25 % hole) with
    the bundled small model, whose weights are trained: max and mean absolute difference of the output in
    levels inside the hole, and ST-LPIPS between the outputs (needs the stlpips-pytorch package).
@@ -20,9 +23,12 @@ One run prints every figure side by side, so ratios are measured under the same 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -98,6 +104,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps of the end-to-end runs")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--photos", nargs="*", default=["examples/coffee.jpg"], help="photos for the drift table")
+    parser.add_argument("--openvino-python", default=None, metavar="PY",
+                        help="a Python with onnxruntime-openvino: adds OpenVINO's execution provider to the tables")
     parser.add_argument("--workdir", type=Path, default=None, help="where exports go (default: a temporary folder)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="onnx-bench-", dir=args.workdir))
@@ -169,8 +177,30 @@ def main() -> None:
         onnx_pipe(image, mask, seed=0, num_inference_steps=args.steps)
         print(f"| ONNX Runtime {name} | {time.perf_counter() - start:.1f} |", flush=True)
 
+    if args.openvino_python:
+        _openvino(folders, args)
     _drift(root, args)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _openvino(folders: dict[str, Path], args: argparse.Namespace) -> None:
+    bench = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(bench.parent / "src"), os.environ.get("PYTHONPATH", "")])}
+    print(f"\n## OpenVINO execution provider ({args.openvino_python}): U-Net step, {args.size}², batch 2, "
+          f"and one {args.size}² image, {args.steps} steps")
+    print("| runtime | ms per step | s per image |")
+    print("|---|---|---|")
+    for name, folder in folders.items():
+        run = subprocess.run([args.openvino_python, str(bench / "onnx_provider_worker.py"), str(folder),
+                              "--provider", "OpenVINOExecutionProvider", "--size", str(args.size),
+                              "--steps", str(args.steps), "--repeats", str(args.repeats)],
+                             capture_output=True, text=True, env=env)
+        if run.returncode != 0:
+            print(f"| ONNX Runtime {name}, OpenVINO | cannot run ({(run.stderr.strip().splitlines() or ['?'])[-1][:80]}) | |")
+            continue
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        print(f"| ONNX Runtime {result['onnxruntime']} {name}, OpenVINO | {result['step_ms']:.0f} | "
+              f"{result['e2e_s']:.1f} |", flush=True)
 
 
 def _drift(root: Path, args: argparse.Namespace) -> None:

@@ -19,7 +19,7 @@ import torch
 
 import onnxruntime as ort
 
-from moebius import CheckpointError, create_model
+from moebius import CheckpointError, ConfigError, create_model
 from moebius.cli import main
 from moebius.models.vae import TINY_VAE_CONFIG, AutoencoderKL
 from moebius.onnx import OnnxInpaintPipeline
@@ -411,3 +411,11 @@ def test_space_to_depth_autoencoder_exports_the_same_way(tmp_path):
     assert mean.shape == (2, 48, 4, 6) and not std.any()
     decoded = _session(tmp_path / "vae_decoder.onnx").run(None, {"latent": mean})[0]
     _close(decoded, image, "space-to-depth round trip")
+
+
+def test_execution_providers_are_chosen_and_checked(pipeline_export):
+    _, folder, _ = pipeline_export
+    pipe = OnnxInpaintPipeline(folder, providers=["CPUExecutionProvider"])
+    assert all(s.get_providers() == ["CPUExecutionProvider"] for s in pipe.sessions.values())
+    with pytest.raises(ConfigError, match="no NoSuchExecutionProvider"):
+        OnnxInpaintPipeline(folder, providers=["NoSuchExecutionProvider"])

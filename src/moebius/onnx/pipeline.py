@@ -42,11 +42,21 @@ class OnnxInpaintPipeline:
     Args:
         folder: a folder written by ``moebius export``.
         threads: intra-op threads of each ONNX Runtime session (default: ONNX Runtime's choice).
+        providers: ONNX Runtime execution providers in order of preference (default: the CPU provider alone,
+            which every onnxruntime build has), e.g. ``["OpenVINOExecutionProvider"]`` with the
+            onnxruntime-openvino package or ``["CUDAExecutionProvider"]`` with onnxruntime-gpu; nodes a
+            provider cannot run fall back to the CPU.
     """
 
-    def __init__(self, folder: str | Path, *, threads: int | None = None) -> None:
+    def __init__(self, folder: str | Path, *, threads: int | None = None,
+                 providers: Sequence[str] | None = None) -> None:
         import onnxruntime as ort
 
+        providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
+        missing = [p for p in providers if p not in ort.get_available_providers()]
+        if missing:
+            raise ConfigError(f"this onnxruntime build has no {', '.join(missing)} (it has "
+                              f"{', '.join(ort.get_available_providers())})")
         self.folder = Path(folder).expanduser()
         self.manifest = read_manifest(self.folder)
         options = ort.SessionOptions()
@@ -55,7 +65,7 @@ class OnnxInpaintPipeline:
         files = self.manifest["files"]
         try:
             self.sessions = {role: ort.InferenceSession(str(self.folder / files[role]), options,
-                                                        providers=["CPUExecutionProvider"])
+                                                        providers=providers)
                              for role in ("unet", "vae_encoder", "vae_decoder")}
         except Exception as exc:  # onnxruntime raises its own exception types for a damaged graph
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
