@@ -419,3 +419,18 @@ def test_execution_providers_are_chosen_and_checked(pipeline_export):
     assert all(s.get_providers() == ["CPUExecutionProvider"] for s in pipe.sessions.values())
     with pytest.raises(ConfigError, match="no NoSuchExecutionProvider"):
         OnnxInpaintPipeline(folder, providers=["NoSuchExecutionProvider"])
+
+
+def test_provider_worker_times_an_export_without_torch(pipeline_export, tmp_path):
+    _, folder, _ = pipeline_export
+    blocker = tmp_path / "torch.py"
+    blocker.write_text("raise ImportError('torch is blocked in this test')\n")
+    repo = Path(__file__).resolve().parents[1]
+    env = {"PYTHONPATH": f"{tmp_path}:{SRC}", "PATH": "/usr/bin:/bin"}
+    run = subprocess.run([sys.executable, str(repo / "bench" / "onnx_provider_worker.py"), str(folder),
+                          "--provider", "CPUExecutionProvider", "--size", "32", "--steps", "2", "--repeats", "1"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["providers"] == ["CPUExecutionProvider"]
+    assert result["step_ms"] > 0 and result["e2e_s"] > 0
