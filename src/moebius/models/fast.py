@@ -347,7 +347,9 @@ def optimize_for_inference(model: nn.Module, channels_last: bool = True) -> nn.M
             else:
                 swap(child)
 
-    with torch.no_grad():
+    # The replacement layers draw a default initialisation that their copied weights overwrite at once; the
+    # caller's global random state must not move because a pipeline built its fast copy.
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
         swap(fast)
     if isinstance(fast, LatentCategoryDenoiser) and isinstance(fast.diff_model, MoebiusUNet):
         fast = FastDenoiser(fast)
