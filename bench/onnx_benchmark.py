@@ -4,6 +4,7 @@ One run prints every figure side by side, so ratios are measured under the same 
 
     python bench/onnx_benchmark.py                       # full-size random weights, 512², 20 steps
     python bench/onnx_benchmark.py --steps 5 --repeats 2 --photos examples/coffee.jpg
+    python bench/onnx_benchmark.py --drift-only --photos photos/*.jpg   # the precision drift alone
 
 1. The full-size student and the official VAE (random, seeded weights: the cost does not depend on the values)
    are saved as a pipeline folder and exported once in float32 (timed); float16 and int8 copies are converted
@@ -106,11 +107,16 @@ def main() -> None:
     parser.add_argument("--photos", nargs="*", default=["examples/coffee.jpg"], help="photos for the drift table")
     parser.add_argument("--openvino-python", default=None, metavar="PY",
                         help="a Python with onnxruntime-openvino: adds OpenVINO's execution provider to the tables")
+    parser.add_argument("--drift-only", action="store_true", help="only the drift table (minutes, not an hour)")
     parser.add_argument("--workdir", type=Path, default=None, help="where exports go (default: a temporary folder)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="onnx-bench-", dir=args.workdir))
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"onnxruntime {ort.__version__}")
+    if args.drift_only:
+        _drift(root, args)
+        shutil.rmtree(root, ignore_errors=True)
+        return
 
     unet = step_benchmark_model(torch.float32, fast=False)  # seeded random weights, randomised BN statistics
     parts = PipelineParts(unet, AutoencoderKL(OFFICIAL_VAE_CONFIG).eval(), DDIMConfig(), None)
@@ -153,6 +159,7 @@ def main() -> None:
     print("|---|---|")
     for name, values in times.items():
         print(f"| {name} | {statistics.median(values) * 1e3:.0f} |", flush=True)
+    del runners  # five live sessions and two fast copies of the full-size model: about 10 GB
 
     # end to end
     image, mask = _scene(args.size)
@@ -176,6 +183,7 @@ def main() -> None:
         start = time.perf_counter()
         onnx_pipe(image, mask, seed=0, num_inference_steps=args.steps)
         print(f"| ONNX Runtime {name} | {time.perf_counter() - start:.1f} |", flush=True)
+        del onnx_pipe
 
     if args.openvino_python:
         _openvino(folders, args)
