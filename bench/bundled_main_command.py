@@ -10,7 +10,8 @@ interleaved, after one warm-up call each:
 * ``reference VAE fp32``: the reference autoencoder modules in float32 (the pipeline's float32 default
   before the autoencoder had a fast path);
 * ``fast VAE fp32``: :func:`~moebius.models.fast.optimize_for_inference` applied to the autoencoder too,
-  in float32 (the default now);
+  in float32, NCHW (the default now);
+* ``fast VAE fp32, channels-last``: the same copy in the channels-last layout that reduced precision uses;
 * ``fast VAE bf16``: the autoencoder alone in bfloat16 (``pipe.vae.to(torch.bfloat16)``), the student in
   float32;
 * ``--dtype bfloat16``: both networks in bfloat16, as the command's ``--dtype bfloat16`` runs.
@@ -35,6 +36,7 @@ import torch
 from PIL import Image
 
 from moebius import MoebiusInpaintPipeline
+from moebius.models.fast import optimize_for_inference
 from moebius.pipeline.sampler import SamplerModels
 from moebius.weights.bundled import default_model_dir
 
@@ -48,6 +50,7 @@ import numpy as np
 import torch
 from PIL import Image
 from moebius import MoebiusInpaintPipeline
+from moebius.models.fast import optimize_for_inference
 from moebius.weights.bundled import default_model_dir
 imported = time.perf_counter()
 pipe = MoebiusInpaintPipeline.from_pretrained(default_model_dir(), dtype={dtype})
@@ -66,10 +69,14 @@ def _pipelines() -> dict[str, MoebiusInpaintPipeline]:
     # The earlier float32 default: the fast student with the reference autoencoder modules.
     reference._fast_models = SamplerModels(fast_models.unet, reference.vae, reference.dtype, channels_last=True,
                                            shared_cfg_input=True)
+    channels_last = MoebiusInpaintPipeline.from_pretrained(default_model_dir())
+    channels_last._fast_models = SamplerModels(fast_models.unet, optimize_for_inference(channels_last.vae),
+                                               channels_last.dtype, channels_last=True, shared_cfg_input=True)
     vae_bf16 = MoebiusInpaintPipeline(copy.deepcopy(base.unet), copy.deepcopy(base.vae).to(torch.bfloat16),
                                       base.scheduler_config, defaults=base.defaults)
     all_bf16 = MoebiusInpaintPipeline.from_pretrained(default_model_dir(), dtype=torch.bfloat16)
-    pipes = {"reference VAE fp32": reference, "fast VAE fp32": base, "fast VAE bf16": vae_bf16,
+    pipes = {"reference VAE fp32": reference, "fast VAE fp32": base,
+             "fast VAE fp32, channels-last": channels_last, "fast VAE bf16": vae_bf16,
              "--dtype bfloat16": all_bf16}
     for pipe in pipes.values():
         pipe.set_progress_bar_config(disable=True)
