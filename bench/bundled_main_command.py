@@ -7,10 +7,9 @@
 autoencoder costs about 95 % of the call. This loads the bundled model once and times that call, the paths
 interleaved, after one warm-up call each:
 
-* ``reference VAE fp32``: the reference autoencoder modules in float32 (the pipeline's float32 default
-  before the autoencoder had a fast path);
+* ``reference VAE fp32``: the fast student with the reference autoencoder modules, in float32;
 * ``fast VAE fp32``: :func:`~moebius.models.fast.optimize_for_inference` applied to the autoencoder too,
-  in float32, NCHW (the default now);
+  in float32, NCHW (the default);
 * ``fast VAE fp32, channels-last``: the same copy in the channels-last layout that reduced precision uses;
 * ``fast VAE bf16``: the autoencoder alone in bfloat16 (``pipe.vae.to(torch.bfloat16)``), the student in
   float32;
@@ -66,7 +65,7 @@ def _pipelines() -> dict[str, MoebiusInpaintPipeline]:
     base = MoebiusInpaintPipeline.from_pretrained(default_model_dir())
     reference = MoebiusInpaintPipeline.from_pretrained(default_model_dir())
     fast_models = reference._models()
-    # The earlier float32 default: the fast student with the reference autoencoder modules.
+    # The fast student with the reference autoencoder modules: the baseline the other rows are held to.
     reference._fast_models = SamplerModels(fast_models.unet, reference.vae, reference.dtype, channels_last=True,
                                            shared_cfg_input=True)
     channels_last = MoebiusInpaintPipeline.from_pretrained(default_model_dir())
