@@ -4,7 +4,7 @@
 
 ``moebius inpaint examples/coffee.jpg examples/coffee_mask.png -o out.png`` runs one pipeline call on a
 600×400 photo (640×512 once padded): a two-image encode, one student step and a decode, where the
-autoencoder costs about 95 % of the call. This loads the bundled model once and times that call, the paths
+autoencoder costs over 90 % of the call. This loads the bundled model once and times that call, the paths
 interleaved, after one warm-up call each:
 
 * ``reference VAE fp32``: the fast student with the reference autoencoder modules, in float32;
