@@ -1,4 +1,5 @@
-"""Timestep embeddings shared by the student and the teacher (diffusers-compatible key names)."""
+"""Timestep embeddings shared by the student and the teacher (diffusers-compatible key names), and the
+standard-normal initial values of embedding-like parameters."""
 
 from __future__ import annotations
 
@@ -7,6 +8,15 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+def standard_normal(*shape: int) -> torch.Tensor:
+    """N(0, 1) initial values, as ``torch.randn(*shape)`` draws them; on the meta device (where checkpoints
+    are built before their weights are assigned) an uninitialised tensor instead: drawing there imports
+    sympy and torch._dynamo first, one to three seconds of every command that loads a model."""
+    if torch.empty(0).is_meta:
+        return torch.empty(*shape)
+    return torch.randn(*shape)
 
 
 def timestep_sinusoid(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .embeddings import standard_normal
+
 
 class LocalLambda(nn.Module):
     """Self lambda with a local (r×r convolutional) position lambda: (B, C, H, W) -> (B, C, H, W).
@@ -91,7 +93,7 @@ class InteractiveLambda(nn.Module):
         self.heads = heads
         self.tokens = tokens
         self.dim_k = self.dim_v = channels // heads
-        self.rel_pos_emb = nn.Parameter(torch.randn(grid_size * grid_size, tokens, self.dim_k, 1))
+        self.rel_pos_emb = nn.Parameter(standard_normal(grid_size * grid_size, tokens, self.dim_k, 1))
         self.to_q = nn.Conv2d(channels, heads * self.dim_k, 1, bias=False)
         self.to_k = nn.Linear(context_dim, self.dim_k, bias=False)
         self.to_v = nn.Linear(context_dim, self.dim_v, bias=False)

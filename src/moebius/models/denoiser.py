@@ -11,6 +11,8 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
+from ..layers.embeddings import standard_normal
+
 # PixelHacker's latent categories: ids 0-9 "background" (the removal task, CFG's conditional branch),
 # ids 10-19 "foreground" (CFG's negative branch).
 NUM_CATEGORY_EMBEDDINGS = 20
@@ -35,7 +37,9 @@ class LatentCategoryDenoiser(nn.Module):
 
     def __init__(self, diff_model: nn.Module, embedding_dim: int, num_embeddings: int = NUM_CATEGORY_EMBEDDINGS) -> None:
         super().__init__()
-        self.embedding_layer = nn.Embedding(num_embeddings, embedding_dim)
+        # nn.Embedding's own N(0, 1) init (the same numbers), skipped on the meta device.
+        self.embedding_layer = nn.Embedding(num_embeddings, embedding_dim,
+                                            _weight=standard_normal(num_embeddings, embedding_dim))
         self.diff_model = diff_model
 
     @property

@@ -1,6 +1,7 @@
-"""The fast inference path of the student: the same function, computed with fewer FLOPs and copies.
+"""The fast inference path of the student and the autoencoder: the same function, computed with fewer FLOPs
+and copies.
 
-:func:`optimize_for_inference` returns a copy of an eval-mode student in which
+:func:`optimize_for_inference` returns a copy of an eval-mode student or AutoencoderKL in which
 
 * every BatchNorm is folded into the bias-free conv or linear before it (exact in eval mode);
 * Local-λ's position lambda contracts the queries with the 15×15 position kernels first, then with
@@ -12,9 +13,11 @@
 * nearest-×2-then-3×3-conv upsampling runs as four 2×2 convs on the low-resolution map, one per output
   phase (16 instead of 36 multiply-adds per input pixel and channel pair);
 * the student's two CFG rows take one input row: what runs before the category tokens first enter
-  (input conv, first resnet, first Local-λ) runs once (:class:`FastDenoiser`).
+  (input conv, first resnet, first Local-λ) runs once (:class:`FastDenoiser`);
+* the autoencoder's resnets apply SiLU and the residual add in place, and its mid-block attention reads
+  its tokens straight from the channels-last map through one fused q/k/v projection.
 
-The reference modules (``moebius.layers``) stay untouched: they are what training uses and what the
+The reference modules (``moebius.layers``, ``moebius.models.vae``) stay untouched: they are what training uses and what the
 parity tests check; tests assert that both paths agree.
 """
 
@@ -33,6 +36,7 @@ from ..layers.mix_ffn import MixFFN
 from ..layers.resample import Upsample
 from .denoiser import DenoiserOutput, LatentCategoryDenoiser
 from .student import MoebiusConfig, MoebiusUNet
+from .vae import MidBlockAttention, ResnetBlock
 
 # Bytes of value patches gathered at once by the Local-λ position term. About one core's L2 cache: the
 # bmm then reads the patches while they are still cached (docs/experiments/speed-choices.md).
@@ -322,15 +326,60 @@ class FastDenoiser(nn.Module):
         return DenoiserOutput(x, block_outputs) if return_block_outputs else x
 
 
+class FastVAEResnet(nn.Module):
+    """The autoencoder's :class:`~moebius.models.vae.ResnetBlock` with its activations and residual add done
+    in place: the same operations in the same order (equal numbers), minus three full-size temporaries,
+    which at full resolution cost as much memory traffic as the SiLUs themselves."""
+
+    def __init__(self, ref: ResnetBlock) -> None:
+        super().__init__()
+        self.norm1, self.conv1, self.norm2, self.conv2 = ref.norm1, ref.conv1, ref.norm2, ref.conv2
+        self.conv_shortcut = ref.conv_shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x), inplace=True))
+        h = self.conv2(F.silu(self.norm2(h), inplace=True))
+        shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)
+        return h.add_(shortcut)
+
+
+class FastMidBlockAttention(nn.Module):
+    """:class:`~moebius.models.vae.MidBlockAttention` on channels-last tokens: (B, C, H, W) -> (B, C, H, W).
+
+    q, k and v come from one (C, 3C) projection, and the tokens are a view of the channels-last map, so
+    no transposed copies of the (H·W, C) maps are made around the attention.
+    """
+
+    def __init__(self, ref: MidBlockAttention) -> None:
+        super().__init__()
+        channels = ref.to_q.in_features
+        self.group_norm = ref.group_norm
+        self.qkv = nn.Linear(channels, 3 * channels)
+        with torch.no_grad():
+            self.qkv.weight.copy_(torch.cat([ref.to_q.weight, ref.to_k.weight, ref.to_v.weight]))
+            self.qkv.bias.copy_(torch.cat([ref.to_q.bias, ref.to_k.bias, ref.to_v.bias]))
+        self.to_out = ref.to_out[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = self.group_norm(x).permute(0, 2, 3, 1).reshape(b, h * w, c)  # free when channels-last
+        q, k, v = self.qkv(tokens).unsqueeze(1).chunk(3, dim=-1)  # (B, 1, HW, C) each: one head
+        out = self.to_out(F.scaled_dot_product_attention(q, k, v).squeeze(1))  # scale C**-0.5
+        return x + out.reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
 _REPLACEMENTS = {
     Upsample: PhaseUpsample,
+    ResnetBlock: FastVAEResnet,
+    MidBlockAttention: FastMidBlockAttention,
     DepthwiseSeparableConv: FoldedDWConv,
     LLMITransformer: FastLLMITransformer,
 }
 
 
 def optimize_for_inference(model: nn.Module, channels_last: bool = True) -> nn.Module:
-    """A fast, eval-only copy of a student model (see the module docstring); the input is not modified.
+    """A fast, eval-only copy of a student model or an autoencoder (see the module docstring); the input is
+    not modified.
 
     The copy computes the same function as ``model.eval()`` up to float rounding. It has no BatchNorm
     left, so it cannot be trained or saved as an official checkpoint; keep ``model`` for that.

@@ -52,8 +52,9 @@ class MoebiusInpaintPipeline:
         vae: the :class:`~moebius.models.vae.AutoencoderKL` whose latents the U-Net denoises.
         scheduler_config: the noise schedule and prediction type every sampler uses (the official one by default).
         variant: the official checkpoint variant the U-Net came from, recorded in metadata.
-        fast: run the student through :func:`~moebius.models.fast.optimize_for_inference` (same function,
-            BatchNorms folded, cheaper λ layers); turn off only for debugging or benchmarks.
+        fast: run the student and the autoencoder through :func:`~moebius.models.fast.optimize_for_inference`
+            (same functions: BatchNorms folded, cheaper λ layers and upsampling, fewer copies); turn off only
+            for debugging or benchmarks.
         defaults: inpainting options these weights need, applied over every named preset (explicit call
             arguments and :class:`InpaintPreset` objects win) and saved with the folder. Our small models
             carry ``{"guidance_scale": 1.0}``: CFG contrasts with the foreground category embeddings, which
@@ -130,10 +131,10 @@ class MoebiusInpaintPipeline:
         if self._fast_models is None:
             from ..models.fast import optimize_for_inference
 
-            # Folded in float32, returned in each network's own device and dtype. In float32 the VAE keeps
-            # the reference algorithms: its channels-last, phase-split variant moves the official trace's
-            # posteriors by more than the parity tolerance; in reduced precision that is below the rounding.
-            vae = self.vae if self.vae_dtype == torch.float32 else optimize_for_inference(self.vae)
+            # Folded in float32, returned in each network's own device and dtype. In float32 the VAE's copy
+            # keeps the NCHW layout: channels-last convolutions move the official trace's posteriors by more
+            # than its parity tolerance; in reduced precision that is below the rounding.
+            vae = optimize_for_inference(self.vae, channels_last=self.vae_dtype != torch.float32)
             self._fast_models = SamplerModels(optimize_for_inference(self.unet), vae, self.dtype,
                                               channels_last=True, shared_cfg_input=True)
         return self._fast_models
