@@ -115,6 +115,8 @@ async function loadModel() {
   const ort = await import(backend === "webgpu" ? "./ort/ort.min.mjs" : "./ort/ort.wasm.min.mjs");
   ort.env.wasm.wasmPaths = new URL("./ort/", import.meta.url).href;
   if (!self.crossOriginIsolated) ort.env.wasm.numThreads = 1;  // threads need a cross-origin-isolated page
+  // WASM inference in onnxruntime's worker keeps the page responsive (the WebGPU backend runs on this thread).
+  if (backend === "wasm") ort.env.wasm.proxy = true;
   let loaded = 0;
   const sessions = {};
   for (const f of files) {
