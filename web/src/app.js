@@ -19,7 +19,7 @@ const ed = {
   history: [], at: -1,
   view: { scale: 1, x: 0, y: 0 },
   tool: "brush", size: 40, comparing: false, spaceHeld: false, running: false, cancel: false,
-  pointer: null, lastSeed: null, lastSeconds: null, model: null, modelError: null,
+  pointer: null, lastSeed: null, lastSeconds: null, lastTimings: null, model: null, modelError: null,
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -425,6 +425,7 @@ async function run() {
     const canvas = rgbCanvas(result.rgb, w, h);
     ed.lastSeed = result.seed.toString();
     ed.lastSeconds = (performance.now() - started) / 1000;
+    ed.lastTimings = result.timings;
     ed.work = canvas; ed.workName = `${stem()}_inpainted.png`;
     ed.mask = newCanvas(w, h);
     snapshot();
@@ -526,6 +527,7 @@ window.moebiusWeb = {
   imageSize: () => (ed.work ? [ed.work.width, ed.work.height] : null),
   lastSeed: () => ed.lastSeed,
   lastSeconds: () => ed.lastSeconds,
+  lastTimings: () => ed.lastTimings,
   view: () => ({ ...ed.view }),
   maskDataURL,
   originalDataURL: () => (ed.original ? ed.original.toDataURL("image/png") : null),

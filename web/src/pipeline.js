@@ -118,7 +118,7 @@ function concat(arrays) {
  *   rgb: Uint8Array H×W×3; mask: Uint8Array H×W (0–255, >= threshold = fill); settings: callSettings(...).
  *   model: {ort, manifest, sessions: {unet, vae_encoder, vae_decoder}}.
  *   onStep(done, total), isCancelled() -> bool.
- * -> {rgb, seed, stepsRun, strategy, regions}
+ * -> {rgb, seed, stepsRun, strategy, regions, timings (ms per phase)}
  */
 export async function inpaint(model, rgb, mask, width, height, settings, seedValue, { onStep = () => {}, isCancelled = () => false } = {}) {
   const { ort, manifest, sessions } = model;
@@ -131,7 +131,7 @@ export async function inpaint(model, rgb, mask, width, height, settings, seedVal
 
   let hole = binarize(mask, s.mask_threshold, s.invert_mask);
   hole = dilate(hole, width, height, s.mask_dilate);
-  if (!hole.some((v) => v)) return { rgb: rgb.slice(), seed, stepsRun: 0, strategy: "none", regions: [] };
+  if (!hole.some((v) => v)) return { rgb: rgb.slice(), seed, stepsRun: 0, strategy: "none", regions: [], timings: null };
 
   const [strategy, regions] = planRegions(hole, width, height, s);
   const generator = new TorchCompatibleGenerator(seed);
@@ -151,6 +151,11 @@ export async function inpaint(model, rgb, mask, width, height, settings, seedVal
   }
   const total = timesteps.length * groups.size;
   let done = 0;
+  // milliseconds per phase, for the page's status line and bench/web_benchmark.py
+  const timings = { prefill: 0, encode: 0, unet: 0, decode: 0, total: 0 };
+  const begun = performance.now();
+  let mark = begun;
+  const lap = (phase) => { const now = performance.now(); timings[phase] += now - mark; mark = now; };
   const check = () => { if (isCancelled()) throw new CancelledError(); };
 
   for (const members of groups.values()) {
@@ -162,6 +167,7 @@ export async function inpaint(model, rgb, mask, width, height, settings, seedVal
       starts.push(s.prefill === "none" ? job.tile.rgb : navierStokesFill(job.tile.rgb, job.tile.hole, tw, th));
       check();
     }
+    lap("prefill");
     const image = concat(starts.map((t) => toModelRange(t, tw, th)));
     const masked = image.slice();
     members.forEach((job, b) => {
@@ -173,6 +179,7 @@ export async function inpaint(model, rgb, mask, width, height, settings, seedVal
     const needImage = s.strength < 1;
     const pixels = needImage ? concat([image, masked]) : masked;
     const enc = await sessions.vae_encoder.run({ image: new ort.Tensor("float32", pixels, [pixels.length / (3 * tw * th), 3, th, tw]) });
+    lap("encode");
     check();
     const mean = enc.mean.data, std = enc.std.data, per = B * channels * plane;
     const roles = needImage ? ["image", "masked_image"] : ["masked_image"];
@@ -203,6 +210,7 @@ export async function inpaint(model, rgb, mask, width, height, settings, seedVal
     const inC = 1 + 2 * channels;
     for (const t of timesteps) {
       check();
+      mark = performance.now();
       const sample = new Float32Array(B * inC * plane);
       for (let b = 0; b < B; b++) {
         const o = b * inC * plane;
@@ -224,6 +232,7 @@ export async function inpaint(model, rgb, mask, width, height, settings, seedVal
         for (let i = 0; i < n; i++) guided[i] = f32(raw[i] + f32(scale * f32(raw[n + i] - raw[i])));
       }
       x = ddim.step(guided, t, x, s.num_inference_steps);
+      lap("unet");
       onStep(++done, total);
     }
     check();
@@ -233,7 +242,9 @@ export async function inpaint(model, rgb, mask, width, height, settings, seedVal
       if (ae.shift_factor !== null && ae.shift_factor !== undefined) v = f32(v + f32(ae.shift_factor));
       z[i] = v;
     }
+    mark = performance.now();
     const decoded = (await sessions.vae_decoder.run({ latent: new ort.Tensor("float32", z, [B, channels, lh, lw]) })).image.data;
+    lap("decode");
     members.forEach((job, b) => {
       const one = decoded.subarray(b * 3 * tw * th, (b + 1) * 3 * tw * th).map((v) => f32(f32(v + 1) / 2));
       job.generated = toUint8(one, tw, th, s.quantize);
@@ -260,5 +271,6 @@ export async function inpaint(model, rgb, mask, width, height, settings, seedVal
     }
     for (let y = 0; y < bh; y++) out.set(result.subarray(y * bw * 3, (y + 1) * bw * 3), ((y + y0) * width + x0) * 3);
   }
-  return { rgb: out, seed, stepsRun: timesteps.length, strategy, regions: jobs.map((j) => j.region.box) };
+  timings.total = performance.now() - begun;
+  return { rgb: out, seed, stepsRun: timesteps.length, strategy, regions: jobs.map((j) => j.region.box), timings };
 }
