@@ -235,6 +235,47 @@ def inpaint_in_browser(url: str, photo: Path, seed: int, screenshot_dir: Path | 
             browser.close()
 
 
+def _model_error(folder: Path) -> tuple[str, str, bool]:
+    """Open the site in ``folder``; wait for the model to fail -> (message, the page's hint, Run disabled)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with static_server(folder) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url)
+            page.wait_for_function("window.moebiusWeb.modelError()", timeout=30_000)
+            assert not errors, errors
+            return (page.evaluate("window.moebiusWeb.modelError()"), page.text_content("#hint"),
+                    page.is_disabled("#run"))
+        finally:
+            browser.close()
+
+
+def test_the_page_says_so_when_the_model_is_missing():
+    """The built app alone (no model/ beside it): a clear message instead of a silent failure."""
+    message, hint, run_disabled = _model_error(find_web_app())
+    assert "no model at /model/" in message and "moebius export-web" in message and message in hint
+    assert run_disabled
+
+
+def test_the_page_refuses_a_model_too_large_for_the_browser(tmp_path):
+    site = tmp_path / "site"
+    shutil.copytree(find_web_app(), site)
+    (site / "model").mkdir()
+    files = {"unet": "unet.onnx", "vae_encoder": "vae_encoder.onnx", "vae_decoder": "vae_decoder.onnx"}
+    (site / "model" / "moebius_onnx.json").write_text(json.dumps({"format": "moebius-onnx", "format_version": 1,
+                                                                 "files": files}))
+    for name in files.values():
+        (site / "model" / name).write_bytes(b"")
+    with open(site / "model" / "unet.onnx", "wb") as handle:  # sparse: 2.5 GB on paper, nothing on disk
+        handle.truncate(2_500_000_000)
+    message, _, run_disabled = _model_error(site)
+    assert "the model is 2.5 GB" in message and "--dtype float16 or --quantize int8" in message, message
+    assert run_disabled
+
+
 @pytest.mark.slow
 def test_the_page_inpaints_like_the_python_onnx_pipeline(site, tmp_path):
     from moebius.onnx import OnnxInpaintPipeline
