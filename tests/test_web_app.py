@@ -141,6 +141,20 @@ def test_export_web_without_a_built_app_says_how_to_build_it(tmp_path, monkeypat
     assert not (tmp_path / "site").exists()
 
 
+def test_export_web_refuses_a_build_older_than_its_sources(tmp_path, monkeypatch):
+    from moebius.onnx import site as site_module
+
+    web = tmp_path / "web"
+    shutil.copytree(find_web_app(), web / "dist")
+    (web / "src").mkdir()
+    (web / "src" / "app.js").write_text("// edited after the build")
+    os.utime(web / "dist" / "index.html", (1_000_000_000, 1_000_000_000))
+    monkeypatch.delenv("MOEBIUS_WEB_DIST", raising=False)
+    monkeypatch.setattr(site_module, "repo_web_dir", lambda: web)
+    code, out = _cli(["export-web", str(tmp_path / "weights"), str(tmp_path / "site")])
+    assert code == 2 and out.count("\n") == 1 and "is older than" in out and "npm run build" in out
+
+
 # ----------------------------------------------------------------------------------------------------
 # The app in Chromium
 

@@ -40,7 +40,18 @@ def find_web_app() -> Path:
                              "build one with `npm ci && npm run build` in the repository's web/ folder")
         raise InputError(f"the web app is not built (no {folder / missing[0]}); run `npm ci && npm run build` "
                          f"in {folder.parent}, or set {WEB_DIST_ENV} to a built web/dist")
+    if not explicit:
+        _check_up_to_date(folder)
     return folder
+
+
+def _check_up_to_date(dist: Path) -> None:
+    """A checkout's web/dist must be built from its web/src as it is now: a site is never made from stale code."""
+    sources = dist.parent / "src"
+    built = (dist / "index.html").stat().st_mtime
+    stale = [p for p in sources.rglob("*") if p.is_file() and p.stat().st_mtime > built] if sources.is_dir() else []
+    if stale:
+        raise InputError(f"{dist} is older than {stale[0]}; run `npm run build` in {dist.parent}")
 
 
 def _check_destination(out: Path, overwrite: bool) -> None:
