@@ -1,4 +1,4 @@
-"""The ``moebius`` command line: ``inpaint``, ``batch``, ``convert``, ``export``, ``download``, ``doctor``,
+"""The ``moebius`` command line: ``inpaint``, ``batch``, ``convert``, ``export``, ``export-web``, ``download``, ``doctor``,
 ``train``, ``gen-masks``, ``eval``, ``serve``.
 
 Command modules import only the standard library at module level; torch and the models are imported
@@ -33,6 +33,7 @@ def _build_parser() -> argparse.ArgumentParser:
     from . import batch, inpaint, serve, train, weights
     from . import eval as eval_command
     from . import export as export_command
+    from . import export_web
 
     inpaint.register(commands)
     batch.register(commands)
@@ -41,6 +42,7 @@ def _build_parser() -> argparse.ArgumentParser:
     eval_command.register(commands)
     serve.register(commands)
     export_command.register(commands)
+    export_web.register(commands)
     return parser
 
 
