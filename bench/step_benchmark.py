@@ -75,8 +75,10 @@ def _time(model, inputs, repeats: int, warmup: int = 1) -> list[float]:
 
 
 def first_call_seconds(model, inputs) -> float:
-    """Seconds of the first call (for a compiled model: tracing and compiling included)."""
+    """Seconds of the first compiled call of a :class:`~moebius.pipeline.compiled.CompiledUNet` (tracing and
+    compiling included); the call before it, a new shape's first, runs eagerly and is not timed."""
     with torch.inference_mode():
+        model(*inputs)
         synchronize(inputs[0].device)
         start = time.perf_counter()
         model(*inputs)

@@ -81,6 +81,12 @@ def check_compile_available(device: torch.device) -> None:
 class CompiledUNet(nn.Module):
     """``torch.compile(unet)`` for the sampling loop: same call, same outputs up to float rounding.
 
+    The first call with each new set of input shapes runs eagerly: the fast path fills per-grid-size
+    caches (Interactive-λ's resampled position tables) the first time it sees a size, and a tensor cached
+    from inside a compiled call would be a graph output (with CUDA graphs, memory that the next replay
+    overwrites); filled eagerly, the compiled graph reads the cache as an input. That costs one eager step
+    per new size.
+
     With CUDA graphs the compiled call returns tensors living in the graph's memory pool, which the
     next step overwrites; the output is copied out (one latent-sized tensor per step) so that callers may
     keep it, as the sampler's ``record`` and callbacks do.
@@ -93,6 +99,7 @@ class CompiledUNet(nn.Module):
         self.unet = unet
         use_compile_cache()
         self._compiled = torch.compile(unet, mode=self.mode, dynamic=False)
+        self._shapes_seen: set[tuple] = set()
 
     @property
     def config(self) -> Any:
@@ -102,6 +109,10 @@ class CompiledUNet(nn.Module):
         # Failed compiles (Inductor errors, a C++ compiler that fails, missing or too-old Triton) share this base.
         from torch._dynamo.exc import ShortenTraceback
 
+        shapes = tuple(tuple(a.shape) if isinstance(a, torch.Tensor) else a for a in (*args, *kwargs.values()))
+        if shapes not in self._shapes_seen:
+            self._shapes_seen.add(shapes)
+            return self.unet(*args, **kwargs)
         try:
             if self.mode == "reduce-overhead":
                 torch.compiler.cudagraph_mark_step_begin()
