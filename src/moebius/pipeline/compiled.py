@@ -4,14 +4,14 @@ The mode depends on the device: on CUDA ``"reduce-overhead"``, which replays eac
 (a step of the student launches hundreds of small kernels, and at small batches launching them is a good
 part of the step); elsewhere torch's default mode (CUDA graphs do not exist there).
 
-Shapes are compiled static (``dynamic=False``). Inpainting sizes vary, but the fast path's Local-λ
-gathers its value patches in a Python loop over row chunks and caches Interactive-λ position tables per
-grid size, so a symbolic latent size would be specialised back to a number anyway; CUDA graphs are
-recorded per shape in any case; and static shapes spare the extra "automatic dynamic" compile torch
-would run on the second size. So each new (batch, height, width) compiles once, and the compiled code
-lands in Inductor's FX-graph and AOTAutograd caches on disk: a later process with the same shapes only
-re-traces the model (seconds) and loads the kernels. After torch's recompile limit (8 shapes per process
-by default, ``torch._dynamo.config.recompile_limit``) further shapes run eagerly.
+Shapes are compiled static (``dynamic=False``). Inpainting sizes vary, but the fast path's Local-λ gathers its
+value patches in a Python loop over row chunks and caches Interactive-λ position tables per grid size, so a
+symbolic latent size would be specialised back to a number anyway; CUDA graphs are recorded per shape in any
+case; and static shapes spare the extra "automatic dynamic" compile torch would run on the second size. So
+each new (batch, height, width) compiles once, and the compiled code lands in Inductor's FX-graph and
+AOTAutograd caches on disk: a later process with the same shapes only re-traces the model (about 20 s for the
+tiny student on a CPU) and loads the kernels. After torch's recompile limit (8 shapes per process by default,
+``torch._dynamo.config.recompile_limit``) further shapes run eagerly.
 """
 
 from __future__ import annotations
