@@ -172,3 +172,33 @@ def test_cli_without_a_compiler_is_one_clear_line(weights, tmp_path, no_cxx, cap
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "C++ compiler" in err, err
     assert not (tmp_path / "o.png").exists() and not any((tmp_path / "out").iterdir())
+
+
+def test_new_shapes_run_eagerly_once_and_graph_outputs_are_copied_out(monkeypatch):
+    """With torch.compile replaced by a recorder: the first call per shape is eager, later ones compiled;
+    under CUDA graphs the output is a copy, since the graph's memory is overwritten by the next replay."""
+    calls, options, returned = [], [], []
+
+    def fake_compile(module, **kwargs):
+        options.append(kwargs)
+
+        def run(*args):
+            calls.append(args[0].shape)
+            returned.append(module(*args))
+            return returned[-1]
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    unet = ToyUNet()
+    ids = torch.zeros(1, 10, dtype=torch.long)
+    small, large = torch.randn(1, 9, 4, 4), torch.randn(1, 9, 8, 8)
+    on_cpu = CompiledUNet(unet, torch.device("cpu"))
+    for x in (small, small, small, large, large):
+        on_cpu(x, torch.tensor([1]), ids)
+    assert options == [{"mode": "default", "dynamic": False}] and calls == [small.shape] * 2 + [large.shape]
+
+    graphs = CompiledUNet(unet, torch.device("cuda"))  # nothing runs on the GPU: torch.compile is faked
+    graphs(small, torch.tensor([1]), ids)
+    out = graphs(small, torch.tensor([1]), ids)
+    assert options[-1] == {"mode": "reduce-overhead", "dynamic": False}
+    assert out is not returned[-1] and torch.equal(out, returned[-1])
