@@ -1,15 +1,15 @@
 """Every GPU figure the project quotes, measured in one run and printed as one Markdown table.
 
-    python bench/gpu_suite.py                       # one CUDA device; about 8 minutes on an H100-class card
+    python bench/gpu_suite.py                       # one CUDA device; sized for about 8 minutes on an H100
     python bench/gpu_suite.py --device cpu --quick  # tiny models and sizes: a smoke run of every figure
 
 Full-size networks with random (seeded) weights: the cost does not depend on the values. The figures:
 
 * U-Net step: ms per denoising step of the student's fast path at 512² and 1024², batch 1, 2 and 8, in fp16
   and bf16, eager; and under ``torch.compile`` as the pipeline's ``compile=True`` runs it (CUDA graphs),
-  in bf16 at 512² batch 1 and 2 and 1024² batch 2, with the first compiled call (compiling included; an
-  Inductor cache left by an earlier run shortens it). Each compiled shape compiles for about a minute, so
-  the other shapes stay eager-only to keep the suite in budget.
+  in bf16 at 512² and 1024², batch 2, with the first compiled call (compiling included; an Inductor cache
+  left by an earlier run shortens it). Each compiled shape compiles anew (a minute or more), so the other
+  shapes stay eager-only to keep the suite in budget.
 * teacher step: PixelHacker (862M) at 512² batch 2 in bf16, with fla's Triton GLA kernel (the optional
   ``fla`` package; "not installed" when absent) and with our chunked GLA (``moebius.layers.gla``).
 * VAE encode and decode at 512², batch 1, in bf16 (the channels-last, phase-split variant the pipeline uses
@@ -19,9 +19,9 @@ Full-size networks with random (seeded) weights: the cost does not depend on the
   frozen teacher, VAE encoder, losses, Muon) at 512² on random images, random teacher and VAE.
 
 Peak memory is ``torch.cuda.max_memory_allocated`` over each figure; on the CPU each row says "n/a" and
-the process's peak resident memory is printed once. Times are medians of ``--repeats`` after warm-ups,
-with the device synchronised before and after each timed call. A figure that fails (out of memory, a
-missing extra) prints its error in its row and the suite goes on.
+the process's peak resident memory is printed once. Times are medians of 5 calls (1 with ``--quick``)
+after warm-ups, with the device synchronised before and after each timed call. A figure that fails (out of
+memory, a missing extra) prints its error in its row and the suite goes on.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class Plan:
 
 
 FULL = Plan(unet="moebius", teacher="pixelhacker", vae=OFFICIAL_VAE_CONFIG, sides=(512, 1024), batches=(1, 2, 8),
-            dtypes=("fp16", "bf16"), dtype="bf16", compiled=((512, 1), (512, 2), (1024, 2)), compile_on_cpu=True,
+            dtypes=("fp16", "bf16"), dtype="bf16", compiled=((512, 2), (1024, 2)), compile_on_cpu=True,
             side=512, teacher_batch=2, steps=20, repeats=5, train_config=CONFIGS / "moebius_distill.yaml",
             train_overrides=("model.teacher_weights=null", "vae.weights=null", "loss.perceptual.weights=null",
                              "data.object_mask_p=0", "data.num_workers=4"),
