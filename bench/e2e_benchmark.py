@@ -20,16 +20,18 @@ import torch
 from PIL import Image
 
 from moebius import MoebiusInpaintPipeline, create_model
-from moebius.models.vae import OFFICIAL_VAE_CONFIG, AutoencoderKL
+from moebius.models.vae import OFFICIAL_VAE_CONFIG, AutoencoderKL, VAEConfig
 
 SAMPLE = Path(__file__).resolve().parent.parent / "tests" / "data" / "parity"
 
 
-def _pipelines(dtype: torch.dtype) -> tuple[MoebiusInpaintPipeline, MoebiusInpaintPipeline]:
+def _pipelines(dtype: torch.dtype, device: str = "cpu", preset: str = "moebius",
+               vae_config: VAEConfig = OFFICIAL_VAE_CONFIG) -> tuple[MoebiusInpaintPipeline, MoebiusInpaintPipeline]:
+    """(reference fp32, fast in ``dtype``) on ``device``, sharing the same random weights."""
     torch.manual_seed(0)
-    unet, vae = create_model("moebius").eval(), AutoencoderKL(OFFICIAL_VAE_CONFIG).eval()
-    reference = MoebiusInpaintPipeline(unet, vae, fast=False)
-    fast = MoebiusInpaintPipeline(copy.deepcopy(unet), copy.deepcopy(vae), fast=True).to(dtype=dtype)
+    unet, vae = create_model(preset).eval(), AutoencoderKL(vae_config).eval()
+    reference = MoebiusInpaintPipeline(unet, vae, fast=False).to(device)
+    fast = MoebiusInpaintPipeline(copy.deepcopy(unet), copy.deepcopy(vae), fast=True).to(device, dtype)
     for pipe in (reference, fast):
         pipe.set_progress_bar_config(disable=True)
     return reference, fast

@@ -14,11 +14,19 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from typing import Any
 
 from torch.profiler import ProfilerActivity, profile
 
 from moebius.train.config import load_config
 from moebius.train.trainer import Trainer
+
+
+def build_trainer(config_path: str, overrides: list[str], output_dir: str, accelerator: Any = None) -> Trainer:
+    """The config's Trainer writing under ``output_dir``, never resuming, without TensorBoard."""
+    config = load_config(config_path, [*overrides, f"run.output_dir={output_dir}", "run.resume=null",
+                                       "run.tensorboard=false"])
+    return Trainer(config, accelerator)
 
 
 def main() -> None:
@@ -32,9 +40,8 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        config = load_config(args.config, [*args.overrides, f"run.output_dir={tmp}", "run.resume=null",
-                                           "run.tensorboard=false"])
-        trainer = Trainer(config)
+        trainer = build_trainer(args.config, args.overrides, tmp)
+        config = trainer.config
         cuda = trainer.device.type == "cuda"
         for _ in range(args.warmup):
             trainer.train_step()

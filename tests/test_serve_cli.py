@@ -68,6 +68,8 @@ def test_settings(tmp_path, monkeypatch):
     s = serve_command.settings_from_args(parse("--weights", str(tmp_path), "--max-connections", "5",
                                                "--header-timeout", "2.5", "--body-timeout", "30"))
     assert (s.max_connections, s.header_timeout_s, s.body_timeout_s) == (5, 2.5, 30.0)
+    assert not s.compile
+    assert serve_command.settings_from_args(parse("--weights", str(tmp_path), "--compile")).compile
 
 
 def test_serve_starts_on_loopback_with_saved_weights(tmp_path, monkeypatch):

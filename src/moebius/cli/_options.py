@@ -33,6 +33,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     group.add_argument("--dtype", default="float32", choices=DTYPES, help="network precision (default float32; float16 on CUDA/MPS only)")
     group.add_argument("--no-fast", action="store_true", help="run the reference U-Net instead of the fast path")
+    add_compile_option(group)
+
+
+def add_compile_option(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--compile", action="store_true",
+                       help="torch.compile the U-Net (CUDA graphs on CUDA): the first run per image size compiles "
+                            "(minutes on a CPU); kernels are kept in $TORCHINDUCTOR_CACHE_DIR, else "
+                            "~/.cache/moebius/inductor, so later runs start fast")
 
 
 def add_inpaint_options(parser: argparse.ArgumentParser) -> None:
@@ -110,6 +118,11 @@ def load_pipeline(args: argparse.Namespace) -> Any:
     if is_export_folder(weights):
         from ..onnx.pipeline import OnnxInpaintPipeline
 
+        if args.compile:
+            from ..errors import InputError
+
+            raise InputError(f"--compile compiles torch weights; {weights} is an ONNX export")
+
         onnx_pipe = OnnxInpaintPipeline(weights)
         onnx_pipe.set_progress_bar_config(disable=True if args.quiet else None)
         return onnx_pipe
@@ -117,7 +130,8 @@ def load_pipeline(args: argparse.Namespace) -> Any:
     from ..pipeline.builder import build_pipeline
 
     pipe = build_pipeline(weights, variant=args.variant, vae=args.vae, device=args.device,
-                          dtype=args.dtype, fast=not args.no_fast, local_files_only=args.local_files_only)
+                          dtype=args.dtype, fast=not args.no_fast, local_files_only=args.local_files_only,
+                          compile=args.compile)
     pipe.set_progress_bar_config(disable=True if args.quiet else None)
     return pipe
 

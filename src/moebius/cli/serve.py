@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--dtype", default="float32", choices=_options.DTYPES,
                        help="network precision (float16 on CUDA/MPS only)")
     group.add_argument("--no-fast", action="store_true", help="run the reference U-Net instead of the fast path")
+    _options.add_compile_option(group)
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-upload-mb", type=float, default=40.0, help="largest request body, MiB (40)")
     limits.add_argument("--max-megapixels", type=float, default=50.0, help="largest image, megapixels (50)")
@@ -98,7 +99,7 @@ def settings_from_args(args: argparse.Namespace):
                           f"official weights in {weights} (moebius download); this installation bundles no model")
     return ServeSettings(
         weights=str(Path(weights).expanduser()), variant=args.variant, vae=args.vae,
-        device=device, dtype=args.dtype, fast=not args.no_fast,
+        device=device, dtype=args.dtype, fast=not args.no_fast, compile=args.compile,
         max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=int(args.max_megapixels * 1e6),
         max_pixels_in_flight=int(in_flight * 1e6),
         max_batch=args.max_batch, max_wait_ms=args.batch_wait_ms, max_queue=args.max_queue,

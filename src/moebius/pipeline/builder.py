@@ -1,5 +1,6 @@
 """A ready-to-run pipeline from what every front door offers (``moebius inpaint``/``batch``/``eval`` and the
-server): the weights folder, variant, VAE folder, device, network dtype and whether to take the fast path."""
+server): the weights folder, variant, VAE folder, device, network dtype, whether to take the fast path and
+whether to compile the U-Net."""
 
 from __future__ import annotations
 
@@ -33,9 +34,10 @@ def check_dtype(device: str, dtype: str) -> None:
 
 def build_pipeline(weights: str | Path, *, variant: str | None = None, vae: str | Path | None = None,
                    device: str = "cpu", dtype: str = "float32", fast: bool = True,
-                   local_files_only: bool = False) -> MoebiusInpaintPipeline:
+                   local_files_only: bool = False, compile: bool = False) -> MoebiusInpaintPipeline:
     """Load ``weights`` (see :meth:`MoebiusInpaintPipeline.from_pretrained`) and move it to ``device``
-    (``auto`` allowed) in ``dtype`` (one of :data:`DTYPES`); an unusable device is an InputError."""
+    (``auto`` allowed) in ``dtype`` (one of :data:`DTYPES`); an unusable device is an InputError. ``compile``:
+    :meth:`MoebiusInpaintPipeline.compile_unet`."""
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
     device = resolve_device(device)
@@ -47,4 +49,6 @@ def build_pipeline(weights: str | Path, *, variant: str | None = None, vae: str 
     except (RuntimeError, AssertionError, ValueError) as exc:  # unknown or unavailable device
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"cannot use device {device!r}: {detail}") from None
+    if compile:
+        pipe.compile_unet()
     return pipe

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any, Sequence, TextIO
@@ -32,13 +33,14 @@ from ..schedulers.ddim import DDIMConfig, strength_start_index
 from ..weights.locations import resolve_source
 from . import composition
 from ._progress import ProgressBar
-from .composition import Job, StepEndCallback
+from .compiled import CompiledUNet, check_compile_available
+from .composition import Job, StepCallback, StepEndCallback, StepInfo, draws_needed
 from .image_io import ImageData, ImageInput
 from .loading import PipelineParts, check_call_defaults, load_pipeline_parts, save_pipeline
 from .noise import NoiseDraws, NoiseSource, resolve_generators
 from .output import InpaintOutput
 from .presets import InpaintPreset, get_preset
-from .sampler import SamplerModels, StepCallback, StepInfo, draws_needed, sample
+from .sampler import SamplerModels, sample
 
 _OUTPUT_TYPES = ("pil", "np", "pt")
 _CALLBACK_TENSOR_INPUTS = ("latents",)
@@ -55,6 +57,7 @@ class MoebiusInpaintPipeline:
         fast: run the student and the autoencoder through :func:`~moebius.models.fast.optimize_for_inference`
             (same functions: BatchNorms folded, cheaper λ layers and upsampling, fewer copies); turn off only
             for debugging or benchmarks.
+        compile: ``torch.compile`` the U-Net the sampling loop calls (see :meth:`compile_unet`).
         defaults: inpainting options these weights need, applied over every named preset (explicit call
             arguments and :class:`InpaintPreset` objects win) and saved with the folder. Our small models
             carry ``{"guidance_scale": 1.0}``: CFG contrasts with the foreground category embeddings, which
@@ -62,7 +65,8 @@ class MoebiusInpaintPipeline:
     """
 
     def __init__(self, unet: nn.Module, vae: AutoencoderKL, scheduler_config: DDIMConfig = DDIMConfig(), *,
-                 variant: str | None = None, fast: bool = True, defaults: dict[str, Any] | None = None) -> None:
+                 variant: str | None = None, fast: bool = True, defaults: dict[str, Any] | None = None,
+                 compile: bool = False) -> None:
         self.unet = unet.eval()
         self.vae = vae.eval()
         self.scheduler_config = scheduler_config
@@ -70,9 +74,13 @@ class MoebiusInpaintPipeline:
         self.defaults = check_call_defaults(defaults or {})
         self.fast = fast
         self._fast_models: SamplerModels | None = None
+        self._compile = False
+        self._compiled: CompiledUNet | None = None
         self._progress_enabled: bool | None = None  # None: only when stderr is a terminal
         self._progress_stream: TextIO | None = None
         self._progress_parent: ProgressBar | None = None
+        if compile:
+            self.compile_unet()
 
     # ------------------------------------------------------------------------------------------------
     # Loading, saving, devices
@@ -81,18 +89,22 @@ class MoebiusInpaintPipeline:
     def from_pretrained(cls, path: str | Path, *, variant: str | None = None, vae: str | Path | None = None,
                         device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                         torch_dtype: torch.dtype | None = None, fast: bool = True,
-                        local_files_only: bool = False) -> MoebiusInpaintPipeline:
+                        local_files_only: bool = False, compile: bool = False) -> MoebiusInpaintPipeline:
         """Load the official layout (``<root>/<variant>/diffusion_pytorch_model.bin`` + ``<root>/vae/``) or a
         folder written by :meth:`save_pretrained`. An ``owner/name`` that is no local folder is a hub
         repository (needs ``huggingface_hub``): ``"hustvl/Moebius"`` is fetched into ``$MOEBIUS_HOME`` in the
         official layout, any other is downloaded whole into the hub cache. ``torch_dtype`` is diffusers'
-        name for ``dtype``. Missing files raise a CheckpointError naming them."""
+        name for ``dtype``. Missing files raise a CheckpointError naming them. ``compile``: see
+        :meth:`compile_unet`."""
         if torch_dtype is not None and dtype is not None and torch_dtype != dtype:
             raise InputError(f"dtype={dtype} and torch_dtype={torch_dtype} disagree; give one of them")
         parts = load_pipeline_parts(resolve_source(path, variant, local_files_only), variant, vae)
         pipe = cls(parts.unet, parts.vae, parts.scheduler_config, variant=parts.variant, fast=fast,
                    defaults=parts.defaults)
-        return pipe.to(device, dtype if dtype is not None else torch_dtype)
+        pipe = pipe.to(device, dtype if dtype is not None else torch_dtype)
+        if compile:
+            pipe.compile_unet()
+        return pipe
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """Write our layout (unet/, vae/, scheduler.json, moebius_pipeline.json) into a new folder."""
@@ -106,6 +118,7 @@ class MoebiusInpaintPipeline:
         self.unet.to(device=device, dtype=dtype)
         self.vae.to(device=device, dtype=dtype)
         self._fast_models = None  # rebuilt from the moved networks on the next call
+        self._compiled = None  # the compile mode depends on the device
         return self
 
     @property
@@ -124,7 +137,30 @@ class MoebiusInpaintPipeline:
         self._progress_stream = stream
         self._progress_parent = parent
 
+    def compile_unet(self) -> None:
+        """``torch.compile`` the U-Net that sampling calls (the fast copy when ``fast``) from the next call on:
+        CUDA graphs (mode ``"reduce-overhead"``) on CUDA, the default mode elsewhere. Each new image size
+        compiles once (minutes on a CPU); compiled kernels are kept on disk
+        (:func:`~moebius.pipeline.compiled.compile_cache_dir`, ``$TORCHINDUCTOR_CACHE_DIR`` when set), so
+        later processes skip most of that. A ConfigError when torch.compile cannot work here."""
+        check_compile_available(self.device)
+        self._compile = True
+
+    @property
+    def compiled(self) -> bool:
+        """Whether sampling calls a ``torch.compile``-d U-Net (:meth:`compile_unet`)."""
+        return self._compile
+
     def _models(self) -> SamplerModels:
+        models = self._eager_models()
+        if not self._compile:
+            return models
+        if self._compiled is None or self._compiled.unet is not models.unet:
+            check_compile_available(self.device)  # again: the pipeline may have moved since compile_unet
+            self._compiled = CompiledUNet(models.unet, self.device)
+        return dataclasses.replace(models, unet=self._compiled)
+
+    def _eager_models(self) -> SamplerModels:
         student = getattr(self.unet.config, "family", None) == "moebius"
         if not (self.fast and student):
             return SamplerModels(self.unet, self.vae, self.dtype)

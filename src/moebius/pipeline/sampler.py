@@ -28,7 +28,7 @@ from ..models.denoiser import BACKGROUND_IDS, FOREGROUND_IDS
 from ..models.vae import AutoencoderKL
 from ..schedulers.ddim import DDIMConfig, cfg_combine
 from ..schedulers.registry import make_scheduler
-from .composition import StepCallback, StepInfo, draws_needed
+from .composition import StepCallback, StepInfo
 from .masks import latent_mask
 from .presets import InpaintPreset
 

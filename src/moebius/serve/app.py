@@ -39,6 +39,7 @@ class ServeSettings:
     device: str = "cpu"
     dtype: str = "float32"
     fast: bool = True
+    compile: bool = False  # torch.compile the U-Net; each new request size compiles once
     model_name: str = "moebius"
     max_upload_bytes: int = 40 * 2**20
     max_pixels: int = 50_000_000
@@ -103,6 +104,9 @@ def _load(settings: ServeSettings) -> Any:
     if is_export_folder(settings.weights):
         from ..onnx.pipeline import OnnxInpaintPipeline
 
+        if settings.compile:
+            raise MoebiusError(f"--compile compiles torch weights; {settings.weights} is an ONNX export")
+
         onnx_pipe = OnnxInpaintPipeline(settings.weights)
         onnx_pipe.set_progress_bar_config(disable=True)
         return onnx_pipe
@@ -110,7 +114,7 @@ def _load(settings: ServeSettings) -> Any:
     from ..pipeline.builder import build_pipeline
 
     pipe = build_pipeline(settings.weights, variant=settings.variant, vae=settings.vae, device=settings.device,
-                          dtype=settings.dtype, fast=settings.fast)
+                          dtype=settings.dtype, fast=settings.fast, compile=settings.compile)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
