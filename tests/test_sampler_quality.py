@@ -63,3 +63,16 @@ def test_same_settings_reproduce_the_reference_and_rows_are_checked(weights, pho
     for bad in ("ddim", "euler:8", "ddim:x", "ddim:8:0.5-0.2", "ddim:0"):
         with pytest.raises(InputError):
             sampler_quality.parse_row(bad)
+
+
+def test_e2e_benchmark_compares_presets_and_sampler_settings():
+    e2e = load_bench("e2e_benchmark")
+    default = e2e.setting("default")
+    row = e2e.setting("dpmpp-2m:8:0-0.5")
+    assert default.name == "default" and row.name == "dpmpp-2m:8:0-0.5"
+    assert (row.scheduler, row.num_inference_steps, row.guidance_interval) == ("dpmpp-2m", 8, (0.0, 0.5))
+    assert row.replace(name="default", scheduler="ddim", num_inference_steps=20, guidance_interval=(0, 1)) == default
+    assert e2e.describe(row) == "dpmpp-2m, 8 steps, guidance 2.5 on 4 of them (interval 0-0.5)"
+    assert e2e.describe(default) == "ddim, 20 steps, guidance 2.5 on 20 of them"
+    with pytest.raises(InputError):
+        e2e.setting("fastest")
