@@ -69,9 +69,10 @@ def compare(fast: MoebiusInpaintPipeline, image: Image.Image, mask: Image.Image,
             repeats: int) -> None:
     """Seconds per 512² image for each setting, the settings interleaved round by round."""
     times: dict[str, list[float]] = {s.name: [] for s in settings}
-    for _ in range(repeats):
+    for round_ in range(repeats):
         for preset in settings:
             times[preset.name].append(_timed(fast, image, mask, preset=preset, seed=0)[0])
+            print(f"round {round_ + 1}: {preset.name} {times[preset.name][-1]:.1f} s", flush=True)  # survives a timeout
     print("| setting | what | seconds per 512² image | rounds |")
     print("|---|---|---|---|")
     for preset in settings:
