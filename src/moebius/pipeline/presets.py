@@ -14,10 +14,11 @@ Two presets matter:
 2.5 is its choice for natural scenes.
 
 ``fast`` is ``default`` with the DPM-Solver++(2M) sampler at 8 steps and guidance on the first half
-of them only (the other steps run one U-Net row instead of two). ``bench/sampler_quality.py`` chose it: of the
-grid it measured, it is the cheapest setting whose result stays as close to a 50-step DDIM run from the same
-noise as the 20-step DDIM ``default`` does; ``bench/e2e_benchmark.py --compare default fast`` gives its
-time (README, "Speed").
+of them only (the other steps run one U-Net row instead of two): 12 U-Net rows per image against the
+default's 40. The criterion it has to meet is ``bench/sampler_quality.py``'s: a result as close to a 50-step
+DDIM run from the same noise as the 20-step DDIM ``default``'s. That benchmark has not yet been run on a
+model that generates holes from noise, so the choice is provisional
+(docs/experiments/sampler-choice.md); ``bench/e2e_benchmark.py --compare default fast`` times the two.
 
 A call overrides any field by name (``pipe(image, mask, preset="default", hd_strategy="resize")``);
 :meth:`InpaintPreset.replace` validates every override, so a misspelt knob is an error, never ignored.
