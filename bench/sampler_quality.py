@@ -207,7 +207,8 @@ def run(weights: str, *, photos_dir: Path | None = None, rows: list[Row] | None 
                             "seconds": statistics.median(run_.seconds), "psnr_hole_vs_reference": psnr_ref,
                             "lpips_hole_vs_reference": lpips_ref, "is_reference": row == reference,
                             "summary": report["summary"]["all"]})
-            logging.info("%s: %.2f s/image", row.label, results[-1]["seconds"])
+            logging.info("%s: %.2f s/image, hole PSNR %.2f dB and ST-LPIPS %s against the reference", row.label,
+                         results[-1]["seconds"], psnr_ref, _fmt(lpips_ref, ".4f"))  # kept if a run is cut short
     table = markdown(results, reference, len(samples), resolution, base.guidance_scale)
     return {"rows": results, "pairs": len(samples), "markdown": table}
 
