@@ -60,6 +60,15 @@ def test_inpaint_writes_the_result_with_metadata(tmp_path, pair, weights, capsys
     assert np.array_equal(np.asarray(result), np.asarray(Image.open(again)))
 
 
+def test_inpaint_fast_preset(tmp_path, pair, weights):
+    out = tmp_path / "fast.png"
+    assert main(["inpaint", str(pair[0]), str(pair[1]), "-o", str(out), "--weights", str(weights), "--preset", "fast",
+                 "--seed", "1", "--quiet"]) == 0
+    meta = json.loads(Image.open(out).text["moebius"])
+    assert (meta["preset"], meta["scheduler"], meta["num_inference_steps"]) == ("fast", "dpmpp-2m", 8)
+    assert meta["settings"]["guidance_interval"] == [0.0, 0.5]
+
+
 def test_inpaint_official_preset_and_options(tmp_path, pair, weights):
     out = tmp_path / "official.jpg"
     assert main(["inpaint", str(pair[0]), str(pair[1]), "-o", str(out), "--weights", str(weights),

@@ -52,6 +52,18 @@ def test_lpips_is_zero_for_identical_images_and_positive_otherwise(net, variant)
     assert model(b, a).item() == pytest.approx(d.item(), rel=1e-5)
 
 
+def test_weighted_lpips_scores_the_weighted_region():
+    model = _randomise(lpips.LPIPS("alex", "shift-tolerant"))
+    a = _pattern(0.0, 64, 64)
+    b = a.clone()
+    b[..., 32:] = _pattern(1.5, 64, 64)[..., 32:]  # only the right half differs
+    ones, left, right = torch.ones(1, 1, 64, 64), torch.zeros(1, 1, 64, 64), torch.zeros(1, 1, 64, 64)
+    left[..., :24], right[..., 40:] = 1, 1
+    torch.testing.assert_close(model(a, b, ones), model(a, b))  # uniform weight: the plain mean
+    assert model(a, b, right).item() > 3 * model(a, b, left).item()
+    torch.testing.assert_close(model(a, b, 5 * right), model(a, b, right))  # a weighted mean, not a sum
+
+
 def test_blur_downsample_keeps_constants_and_halves_size():
     blur = lpips.BlurDownsample(2)
     x = torch.full((1, 2, 9, 8), 3.0)

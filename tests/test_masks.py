@@ -135,6 +135,17 @@ def test_items_follow_the_official_format(tmp_path):
             assert torch.equal(item[name], again[name])
 
 
+def test_category_dropout_gives_background_items_the_foreground_ids(tmp_path):
+    plain, dropped = _dataset(tmp_path), _dataset(tmp_path, category_dropout_p=0.5)
+    background = [k for k in range(40) if plain.items[plain.index_of(k)].prompt == "background"]
+    ids = [dropped[k]["input_ids"].tolist() for k in background]
+    swapped = sum(i == list(range(10, 20)) for i in ids)
+    assert 0 < swapped < len(background) and all(i in (list(range(10)), list(range(10, 20))) for i in ids)
+    for k in background:  # image and mask are drawn before the dropout, so they do not change
+        assert torch.equal(plain[k]["image"], dropped[k]["image"]) and torch.equal(plain[k]["mask"], dropped[k]["mask"])
+    assert all(plain[k]["input_ids"].tolist() == list(range(10)) for k in background)
+
+
 def test_key_sampler_is_layout_independent():
     from moebius.train.data import KeySampler
 

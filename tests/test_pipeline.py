@@ -69,7 +69,10 @@ def test_presets_hold_the_issue_settings():
     assert (default.strength, default.sample_posterior, default.seed, default.guidance_scale) == (1.0, False, None, 2.5)
     assert (default.size_rule, default.hd_strategy, default.paste) == ("native", "crop", "keep_unmasked")
     assert portrait.guidance_scale == 2.0
-    assert list_presets() == ["default", "official", "portrait"]
+    assert list_presets() == ["default", "fast", "official", "portrait"]
+    fast = get_preset("fast")
+    assert (fast.scheduler, fast.num_inference_steps, fast.guidance_interval) == ("dpmpp-2m", 8, (0.0, 0.5))
+    assert fast.replace(name="default", scheduler="ddim", num_inference_steps=20, guidance_interval=(0, 1)) == default
 
 
 def test_unknown_and_invalid_options_are_refused(pipe):

@@ -112,10 +112,19 @@ def test_alpha_is_kept_and_can_be_the_mask(client):
     assert np.asarray(Image.open(io.BytesIO(r.content)))[mask > 0, 3].min() == 255
 
 
+def test_fast_preset_is_served(client):
+    rgb, mask = scene(64, 64)
+    r = post(client, png(rgb), png(mask), seed=2, preset="fast")
+    assert r.status_code == 200, r.text
+    meta = json.loads(r.headers["x-moebius-metadata"])
+    assert (meta["preset"], meta["scheduler"]) == ("fast", "dpmpp-2m")
+    assert post(client, png(rgb), png(mask), preset="fastest").status_code == 422
+
+
 def test_health_models_docs_and_editor(client):
     assert_healthy(client)
     models = client.get("/v1/models").json()
-    assert models["current"] == "moebius" and models["models"][0]["presets"] == ["default", "official", "portrait"]
+    assert models["current"] == "moebius" and models["models"][0]["presets"] == ["default", "fast", "official", "portrait"]
     assert client.get("/docs").status_code == 200
     schema = client.get("/openapi.json").json()
     form = schema["paths"]["/v1/inpaint"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]

@@ -12,7 +12,7 @@ from typing import Any
 from typing import get_args
 
 from ..pipeline.prefill import PREFILLS
-from ..pipeline.presets import HDStrategy, PasteMode, get_preset, list_presets
+from ..pipeline.presets import HDStrategy, PasteMode, get_preset, list_presets, preset_summary
 from ..schedulers.registry import SCHEDULER_NAMES
 from ..weights.locations import DEFAULT_VARIANT, OFFICIAL_VARIANTS
 
@@ -47,8 +47,7 @@ def add_inpaint_options(parser: argparse.ArgumentParser) -> None:
     default, portrait = get_preset("default"), get_preset("portrait")
     group = parser.add_argument_group("inpainting (default: the preset's value)")
     group.add_argument("--preset", default="default", choices=list_presets(),
-                       help="default: fixes the official traps; official: reproduces the official pipeline; "
-                            f"portrait: default with guidance {portrait.guidance_scale:.1f}")
+                       help="; ".join(f"{name}: {preset_summary(name)}" for name in list_presets()))
     group.add_argument("--steps", type=int, dest="num_inference_steps",
                        help=f"sampler steps ({default.num_inference_steps})")
     group.add_argument("--scheduler", choices=SCHEDULER_NAMES, help=f"sampler ({default.scheduler})")

@@ -164,7 +164,10 @@ def schedule_tables(config: DDIMConfig) -> dict[str, Any]:
 def build_manifest(parts: PipelineParts, dtype: Dtype, quantize: Quantize | None, opset: int) -> dict[str, Any]:
     """Everything a runtime in any language needs besides the three graphs (see :mod:`.layout`)."""
     unet_config, vae = parts.unet.config, parts.vae
-    presets = {name: get_preset(name).replace(**parts.defaults).to_dict() for name in list_presets()}
+    # An export samples with DDIM and guidance at every step, so presets that need another sampler stay out.
+    presets = {name: preset.to_dict() for name in list_presets()
+               if (preset := get_preset(name).replace(**parts.defaults)).scheduler == "ddim"
+               and preset.guidance_interval == (0.0, 1.0)}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -139,14 +139,20 @@ class LPIPS(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The distance of each pair; ``weight`` (N, 1, H, W) >= 0, e.g. a hole mask, replaces each layer's
+        plain spatial mean by the mean weighted by ``weight`` area-resized to that layer (a region's LPIPS)."""
         fx = self.trunk((x - self.shift) / self.scale)
         fy = self.trunk((y - self.shift) / self.scale)
         total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         for a, b, w in zip(fx, fy, self.heads):
             a = a / (a.norm(dim=1, keepdim=True) + 1e-10)  # (N, C, h, w), unit length along C
             b = b / (b.norm(dim=1, keepdim=True) + 1e-10)
-            total = total + torch.einsum("nchw,c->n", (a - b) ** 2, w) / (a.shape[2] * a.shape[3])
+            if weight is None:
+                total = total + torch.einsum("nchw,c->n", (a - b) ** 2, w) / (a.shape[2] * a.shape[3])
+            else:
+                k = F.interpolate(weight.to(a.dtype), size=a.shape[2:], mode="area")[:, 0]  # (N, h, w)
+                total = total + torch.einsum("nchw,c,nhw->n", (a - b) ** 2, w, k) / k.sum((1, 2)).clamp_min(1e-10)
         return total
 
 

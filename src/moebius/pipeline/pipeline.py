@@ -214,10 +214,10 @@ class MoebiusInpaintPipeline:
             image: PIL image, numpy array, tensor or path, or a list of them.
             mask_image: the same kinds (white = fill); one mask for every image, one per image, or None to
                 use each image's alpha channel (transparent = fill).
-            preset: ``"default"``, ``"official"``, ``"portrait"`` (each with this pipeline's ``defaults``
+            preset: ``"default"``, ``"official"``, ``"portrait"``, ``"fast"`` (each with this pipeline's ``defaults``
                 applied) or an :class:`InpaintPreset` (used as is).
             num_inference_steps, guidance_scale, strength: override the preset's.
-            scheduler: ``"ddim"`` (every preset's), ``"dpmpp-2m"``, ``"dpmpp-2m-karras"`` or ``"unipc"``;
+            scheduler: ``"ddim"`` (every preset's but ``fast``), ``"dpmpp-2m"``, ``"dpmpp-2m-karras"`` or ``"unipc"``;
                 recorded in the metadata.
             guidance_interval: (start, end) fractions of the steps run that use CFG (step i of n when
                 start <= i/n < end); the other steps run the conditional branch alone. Default (0, 1).

@@ -13,6 +13,13 @@ Two presets matter:
 ``portrait`` is ``default`` with guidance 2.0, the scale the paper picked for faces (paper Table 6);
 2.5 is its choice for natural scenes.
 
+``fast`` is ``default`` with the DPM-Solver++(2M) sampler at 8 steps and guidance on the first half
+of them only (the other steps run one U-Net row instead of two): 12 U-Net rows per image against the
+default's 40. The criterion it has to meet is ``bench/sampler_quality.py``'s: a result as close to a 50-step
+DDIM run from the same noise as the 20-step DDIM ``default``'s. That benchmark has not yet been run on a
+model that generates holes from noise, so the choice is provisional
+(docs/experiments/sampler-choice.md); ``bench/e2e_benchmark.py --compare default fast`` times the two.
+
 A call overrides any field by name (``pipe(image, mask, preset="default", hd_strategy="resize")``);
 :meth:`InpaintPreset.replace` validates every override, so a misspelt knob is an error, never ignored.
 """
@@ -35,6 +42,9 @@ Quantize = Literal["truncate", "round"]
 
 SCENE_GUIDANCE = 2.5
 PORTRAIT_GUIDANCE = 2.0
+FAST_SCHEDULER: SchedulerName = "dpmpp-2m"
+FAST_STEPS = 8
+FAST_GUIDANCE_INTERVAL = (0.0, 0.5)
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "size_rule": ("official", "native"),
@@ -174,7 +184,20 @@ _PRESETS: dict[str, InpaintPreset] = {
     ),
     "default": InpaintPreset(name="default"),
     "portrait": InpaintPreset(name="portrait", guidance_scale=PORTRAIT_GUIDANCE),
+    "fast": InpaintPreset(name="fast", scheduler=FAST_SCHEDULER, num_inference_steps=FAST_STEPS,
+                          guidance_interval=FAST_GUIDANCE_INTERVAL),
 }
+_SUMMARIES = {
+    "default": "fixes the official traps",
+    "official": "reproduces the official pipeline",
+    "portrait": f"default with guidance {PORTRAIT_GUIDANCE:g}",
+    "fast": f"default with {FAST_SCHEDULER} at {FAST_STEPS} steps, guidance on the first half",
+}
+
+
+def preset_summary(name: str) -> str:
+    """One line saying what the built-in preset ``name`` is (for help texts)."""
+    return _SUMMARIES[get_preset(name).name]
 
 
 def list_presets() -> list[str]:

@@ -11,9 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..pipeline.presets import list_presets
 from ..schedulers.registry import SchedulerName
 
-Preset = Literal["default", "official", "portrait"]
+Preset = Literal[tuple(list_presets())]  # type: ignore[valid-type]  # the registry's names, whatever they are
 HDStrategy = Literal["crop", "resize", "original"]
 
 

@@ -92,6 +92,10 @@ class DataConfig:
     dilate_iterations: list[int] = field(default_factory=lambda: [1, 2])
     flip_p: float = 0.5
     min_hole_overlap: float = 0.5  # hole-biased crop: share of the hole kept inside the crop
+    # Classifier-free guidance contrasts the background ids with the foreground ids. A set of background
+    # items alone never trains the foreground embeddings; with this probability a background item is given
+    # the foreground ids instead (condition dropout), so that branch learns the unconditioned fill.
+    category_dropout_p: float = 0.0
 
 
 @dataclass
@@ -297,7 +301,7 @@ def validate(config: TrainConfig) -> None:
     need(config.data.batch_size >= 1, "data.batch_size", "must be at least 1")
     need(config.data.num_workers >= 0, "data.num_workers", "must be >= 0")
     need(config.data.mask_preset in PRESETS, "data.mask_preset", f"unknown preset; known: {', '.join(sorted(PRESETS))}")
-    for key in ("random_mask_p", "object_mask_p", "dilate_p", "flip_p", "min_hole_overlap"):
+    for key in ("random_mask_p", "object_mask_p", "dilate_p", "flip_p", "min_hole_overlap", "category_dropout_p"):
         need(0.0 <= getattr(config.data, key) <= 1.0, f"data.{key}", "must lie in [0, 1]")
     need(bool(config.data.dilate_kernels) and all(k >= 1 and k % 2 for k in config.data.dilate_kernels),
          "data.dilate_kernels", "must be odd positive sizes")

@@ -194,11 +194,15 @@ class InpaintingDataset(torch.utils.data.Dataset):
             mask = dilate(mask, kernel, int(rng.choice(self.config.dilate_iterations)))
         if rng.random() < self.config.flip_p:
             pixels, mask = pixels[:, ::-1], mask[:, ::-1]
+        prompt = item.prompt
+        # Drawn only when enabled, so that runs without it keep their sample streams.
+        if prompt == "background" and self.config.category_dropout_p > 0 and rng.random() < self.config.category_dropout_p:
+            prompt = "foreground"
 
         return {
             "image": torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1),  # (3, S, S) uint8
             "mask": torch.from_numpy((np.ascontiguousarray(mask) >= 0.5).astype(np.uint8))[None],  # (1, S, S)
-            "input_ids": torch.tensor(PROMPT_IDS[item.prompt], dtype=torch.int64),
+            "input_ids": torch.tensor(PROMPT_IDS[prompt], dtype=torch.int64),
         }
 
 
