@@ -84,7 +84,7 @@ def test_unknown_and_invalid_options_are_refused(pipe):
     with pytest.raises(ConfigError, match="strength"):
         run(pipe, image, mask, strength=0.0)
     with pytest.raises(ConfigError, match="unknown preset"):
-        run(pipe, image, mask, preset="fast")
+        run(pipe, image, mask, preset="fastest")
     with pytest.raises(InputError, match="output_type"):
         pipe(image, mask, output_type="latent")
 
