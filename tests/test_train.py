@@ -234,6 +234,38 @@ def test_resume_is_bitwise_identical(tmp_path):
                 assert torch.equal(torch.as_tensor(value), torch.as_tensor(sb[part]["state"][idx][key])), (part, idx, key)
 
 
+def test_same_noise_on_every_rank_is_selectable(tmp_path):
+    from moebius.train.trainer import Trainer
+
+    trainer = Trainer(tiny_config(tmp_path, "noise.same_on_every_rank=true", "data.batch_size=2"))
+    trainer.world = 3  # read keys as processes of a 3-process run do; the draws depend on nothing else
+    first, second = trainer._draw(torch.tensor([0, 1]), (4, 4)), trainer._draw(torch.tensor([2, 3]), (4, 4))
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    following = trainer._draw(torch.tensor([6, 7]), (4, 4))  # the next global micro-batch draws anew
+    assert not torch.equal(following["eps"], first["eps"])
+    trainer.config.noise.same_on_every_rank = False
+    assert not torch.equal(trainer._draw(torch.tensor([2, 3]), (4, 4))["eps"], first["eps"])
+
+
+def test_a_parameter_only_ema_folder_loads_and_resumes(tmp_path):
+    import moebius
+    from moebius.train.trainer import Trainer
+
+    common = ("run.max_steps=2", "run.save_every=2", "ema.enabled=true", "ema.decay=0.5", "data.num_workers=0")
+    trainer = Trainer(tiny_config(tmp_path, *common, "ema.batchnorm_statistics=false"))
+    trainer.train()
+    folder = tmp_path / "run" / "checkpoints" / "step-00000002"
+    ema = moebius.load_official(folder / "ema").state_dict()
+    live = trainer.student.state_dict()
+    stats = [k for k in live if "running_" in k]
+    assert stats and all(torch.equal(ema[k], live[k]) for k in stats)
+    assert all(torch.equal(ema[k], trainer.ema.shadow[k]) for k in trainer.ema.shadow)
+    assert not all(torch.equal(ema[k], live[k]) for k in trainer.ema.shadow)  # the parameters are averaged
+    resumed = Trainer(tiny_config(tmp_path, *common, "run.max_steps=3", "ema.batchnorm_statistics=true"))
+    assert resumed.step == 2 and resumed.ema.num_updates == 2
+    assert all(torch.equal(resumed.ema.shadow[k], ema[k]) for k in live)
+
+
 def test_teacher_free_and_missing_perceptual_weights_warn_once(tmp_path, caplog):
     from moebius.train.trainer import Trainer
 

@@ -103,6 +103,47 @@ def test_ema_tracks_batchnorm_statistics():
     assert torch.equal(fresh[1].running_var, ema.shadow["1.running_var"])
 
 
+def test_ema_of_parameters_only_carries_the_live_statistics():
+    from moebius.train.ema import EMA
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    ema = EMA(model, decay=0.5, warmup=False, batchnorm_statistics=False)
+    assert sorted(ema.shadow) == ["0.bias", "0.weight", "1.bias", "1.weight"]
+    start = model[0].weight.detach().clone()
+    model(torch.randn(8, 3, 4, 4) + 3)
+    with torch.no_grad():
+        model[0].weight.add_(1)
+    ema.update(model)
+    torch.testing.assert_close(ema.shadow["0.weight"], start + 0.5)
+    full = ema.full_state(model)  # what the EMA folder holds: averaged parameters, the live statistics
+    assert list(full) == list(model.state_dict())
+    assert torch.equal(full["1.running_mean"], model[1].running_mean) and model[1].running_mean.abs().sum() > 0
+    fresh = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    ema.copy_to(fresh)  # the averaged parameters; the statistics it does not average stay the model's own
+    assert torch.equal(fresh[0].weight, ema.shadow["0.weight"]) and torch.equal(fresh[1].running_var, torch.ones(4))
+
+    # A folder written either way resumes an EMA of either kind.
+    everything = EMA(fresh, decay=0.5, warmup=False)
+    everything.load_state_dict({"shadow": full, "num_updates": 1})
+    assert torch.equal(everything.shadow["1.running_mean"], model[1].running_mean)
+    parameters_only = EMA(fresh, decay=0.5, warmup=False, batchnorm_statistics=False)
+    parameters_only.load_state_dict({"shadow": everything.full_state(fresh), "num_updates": 1})
+    assert torch.equal(parameters_only.shadow["0.weight"], ema.shadow["0.weight"])
+    with pytest.raises(ValueError, match="does not match"):
+        everything.load_state_dict({"shadow": dict(ema.shadow), "num_updates": 1})
+
+
+def test_first_rank_key_points_at_the_same_place_of_process_zeros_slice():
+    from moebius.train.data import KeySampler, first_rank_key
+
+    batch, world = 2, 3
+    slices = [list(zip(range(4 * batch), KeySampler(batch, rank, world))) for rank in range(world)]
+    for rank in range(world):
+        for (_, key), (_, key0) in zip(slices[rank], slices[0]):
+            assert first_rank_key(key, batch, world) == key0
+    assert first_rank_key(7, 2, 1) == 7  # one process: every key is its own
+
+
 def test_gradient_checkpointing_same_gradients_and_statistics():
     from moebius.train._modules import enable_gradient_checkpointing, student_checkpoint_blocks
 

@@ -112,6 +112,9 @@ class NoiseConfig:
     # Timesteps are drawn from [0, max_timestep): below the scheduler's 1000, a refiner that only ever
     # denoises a pre-filled image from low noise (pipeline strength <= max_timestep / 1000).
     max_timestep: int = 1000
+    # true: every process draws the noise, timesteps and augmentation of the first process's samples, as
+    # the released code (one seed on every rank); false: each sample its own, so processes differ.
+    same_on_every_rank: bool = False
 
 
 @dataclass
@@ -190,12 +193,14 @@ class OptimConfig:
 
 @dataclass
 class EMAConfig:
-    """Exponential moving average of the student's parameters *and* BatchNorm statistics."""
+    """Exponential moving average of the student's parameters and BatchNorm statistics."""
 
     enabled: bool = False
     decay: float = 0.9999
     warmup: bool = True  # update n (from 1) uses min(decay, (1 + n) / (10 + n)), as the released code
     every: int = 1
+    # false: parameters only, as the released code; the EMA folder then carries the live statistics.
+    batchnorm_statistics: bool = True
 
 
 @dataclass

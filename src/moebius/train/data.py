@@ -215,6 +215,13 @@ def training_tensors(batch: dict[str, torch.Tensor], device: torch.device | str
     return image, mask, image * (1.0 - mask)
 
 
+def first_rank_key(key: int, batch_size: int, world_size: int) -> int:
+    """The key process 0 reads at the place where process r reads ``key`` (see :class:`KeySampler`): the
+    same position of the same global micro-batch, in the first process's slice."""
+    global_batch = batch_size * world_size
+    return key - key % global_batch + key % global_batch % batch_size
+
+
 class KeySampler(torch.utils.data.Sampler):
     """The keys one process reads, forever, from micro-batch ``start`` on.
 

@@ -40,7 +40,7 @@ from ._state import capture_rng, load_state, read_json, restore_rng, save_state
 from .checkpoints import (CHECKPOINT_PREFIX, MANIFEST_NAME, TRAINER_STATE_NAME, checkpoint_problem, find_checkpoints,
                           newest_intact, remove_stale_temporaries, write_manifest)
 from .config import TrainConfig, dump_config
-from .data import training_tensors
+from .data import first_rank_key, training_tensors
 from .losses import AdaptiveWeighting, feature_kd_loss, mse, predict_x0
 
 logger = logging.getLogger("moebius.train")
@@ -169,7 +169,8 @@ class Trainer:
         from .optim import build_optimizer
 
         self.optimizer = build_optimizer(self.student, config.optim)
-        self.ema = EMA(self.student, config.ema.decay, config.ema.warmup) if config.ema.enabled else None
+        self.ema = (EMA(self.student, config.ema.decay, config.ema.warmup, config.ema.batchnorm_statistics)
+                    if config.ema.enabled else None)
         if resume_from is not None:
             self._load_checkpoint(resume_from)
         # Per-rank seed for anything outside the keyed streams (after a resume restored the generators).
@@ -258,6 +259,8 @@ class Trainer:
         out: dict[str, list[torch.Tensor]] = {"vae": [], "eps": [], "u": [], "aug": []}
         c = self.vae.config.latent_channels
         for key in keys.tolist():
+            if n.same_on_every_rank:
+                key = first_rank_key(key, self.config.data.batch_size, self.world)
             g = torch.Generator().manual_seed(sample_seed(self.config.run.seed, key))
             if self.config.vae.sample_posterior:
                 out["vae"].append(torch.randn(2, c, h, w, generator=g))
@@ -467,7 +470,7 @@ class Trainer:
             if self.is_main:
                 save_model(self.student, tmp / "student")
                 if self.ema is not None:
-                    save_folder(self.ema.shadow, self.student.config, tmp / "ema")
+                    save_folder(self.ema.full_state(self.student), self.student.config, tmp / "ema")
                 save_state(tmp, "optimizer", self.optimizer.state_dict())
             save_state(tmp, f"rng-rank{self.rank}", capture_rng())
         self.acc.wait_for_everyone()
