@@ -137,6 +137,53 @@ def test_vae_graphs_match_pytorch(pipeline_export, batch, height, width):
     _close(out, decoded, "decode")
 
 
+def _op_types(path: Path) -> list[str]:
+    import onnx
+
+    return [n.op_type for n in onnx.load_model(str(path), load_external_data=False).graph.node]
+
+
+def test_exported_autoencoder_attention_runs_block_by_block(pipeline_export, tmp_path):
+    """The middle block's attention is a Scan over query blocks; with blocks of 5 queries (several, the
+    last one padded) the decoder still equals the PyTorch one, and undoing the rewrite gives the exported
+    whole-matrix graph back."""
+    import onnx
+
+    from moebius.onnx.attention import chunk_attention, restore_attention
+
+    parts, folder, _ = pipeline_export
+    for name in ("vae_encoder.onnx", "vae_decoder.onnx"):
+        ops = _op_types(folder / name)
+        assert "Softmax" not in ops and ops.count("Scan") == 1, name
+    model = onnx.load_model(str(folder / "vae_decoder.onnx"))
+    assert restore_attention(model) == 1
+    whole = [n.op_type for n in model.graph.node]
+    assert "Scan" not in whole and whole.count("Softmax") == 1
+    assert chunk_attention(model, chunk=5) == 1
+    onnx.save_model(model, str(tmp_path / "decoder5.onnx"))
+    latent = torch.randn(2, 4, 3, 4, generator=torch.Generator().manual_seed(3))  # 12 queries: blocks of 5, 5, 2
+    with torch.no_grad():
+        decoded = parts.vae.decode(latent)
+    _close(_session(tmp_path / "decoder5.onnx").run(None, {"latent": latent.numpy()})[0], decoded, "decode, 5-query blocks")
+
+
+@pytest.mark.parametrize("dtype, quantize", [("float16", None), ("float32", "int8")])
+def test_lower_precision_autoencoders_keep_block_attention(pipeline_export, tmp_path, dtype, quantize):
+    from moebius.onnx.precision import convert_precision
+
+    parts, folder, _ = pipeline_export
+    path = tmp_path / "vae_decoder.onnx"
+    shutil.copy(folder / "vae_decoder.onnx", path)
+    convert_precision(path, dtype, quantize)
+    ops = _op_types(path)
+    assert "Softmax" not in ops and ops.count("Scan") == 1
+    latent = torch.randn(1, 4, 6, 6, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        decoded = parts.vae.decode(latent).numpy()
+    out = _session(path).run(None, {"latent": latent.numpy()})[0]
+    assert out.shape == decoded.shape and np.abs(out - decoded).max() < 0.05 * np.abs(decoded).max()
+
+
 @pytest.mark.slow
 def test_full_size_student_matches_the_official_vectors(student_state, student_reference, tmp_path):
     from moebius import load_official

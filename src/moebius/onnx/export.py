@@ -34,6 +34,7 @@ from ..pipeline.presets import get_preset, list_presets
 from ..schedulers.ddim import DDIMConfig, DDIMScheduler, scheduler_config_dict
 from ..weights.locations import CONFIG_NAME, MODEL_NAME, holds_weights, resolve_source
 from ..weights.official import load_official
+from .attention import MIN_OPSET, chunk_attention_file
 from .layout import (FORMAT, FORMAT_VERSION, MANIFEST_FILE, UNET_FILE, VAE_DECODER_FILE, VAE_ENCODER_FILE,
                      external_data_name, holds_export)
 
@@ -131,7 +132,11 @@ def export_unet(unet: nn.Module, path: str | Path, opset: int = DEFAULT_OPSET) -
 
 
 def export_autoencoder(vae: nn.Module, folder: str | Path, opset: int = DEFAULT_OPSET) -> None:
-    """Write ``vae_encoder.onnx`` and ``vae_decoder.onnx`` of an AutoencoderKL or SpaceToDepth into ``folder``."""
+    """Write ``vae_encoder.onnx`` and ``vae_decoder.onnx`` of an AutoencoderKL or SpaceToDepth into ``folder``.
+
+    From opset 18 on, the middle block's attention runs a block of queries at a time
+    (:mod:`moebius.onnx.attention`), so memory grows with the image area rather than its square.
+    """
     folder = Path(folder)
     vae = vae.float()
     f, latent_channels = vae.config.downsample_factor, vae.config.latent_channels
@@ -144,6 +149,9 @@ def export_autoencoder(vae: nn.Module, folder: str | Path, opset: int = DEFAULT_
     latent = torch.randn(2, latent_channels, h, w)
     _save_graph(DecoderGraph(vae), (latent,), {"latent": {0: batch, 2: height, 3: width}},
                 ["latent"], ["image"], folder / VAE_DECODER_FILE, opset)
+    if opset >= MIN_OPSET:
+        for name in (VAE_ENCODER_FILE, VAE_DECODER_FILE):
+            chunk_attention_file(folder / name)
 
 
 # ----------------------------------------------------------------------------------------------------

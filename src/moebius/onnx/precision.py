@@ -27,19 +27,31 @@ _EXTERNAL_BYTES = 1 << 30
 
 
 def convert_precision(path: Path, dtype: str, quantize: str | None) -> None:
-    """Rewrite the graph at ``path`` (and its external data) in place at the requested precision."""
+    """Rewrite the graph at ``path`` (and its external data) in place at the requested precision.
+
+    Block-wise attention (:mod:`moebius.onnx.attention`) is undone for the conversion and redone after it.
+    """
+    from .attention import chunk_attention_file, restore_attention_file
+
+    if dtype == "float32" and quantize is None:
+        return
+    chunked = restore_attention_file(path)
     if dtype == "float16":
         _to_float16(path)
     if quantize == "int8":
         _quantize_int8(path)
+    if chunked:
+        chunk_attention_file(path)
 
 
-def _graph_bytes(path: Path) -> int:
+def graph_bytes(path: Path) -> int:
+    """Bytes of the graph at ``path`` with its external data."""
     data = path.with_name(external_data_name(path.name))
     return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
 
 
-def _save(model, path: Path, size_hint: int) -> None:  # type: ignore[no-untyped-def]
+def save_graph(model, path: Path, size_hint: int) -> None:  # type: ignore[no-untyped-def]
+    """Write ``model`` to ``path``, its weights beside it when ``size_hint`` bytes would pass the limit."""
     import onnx
 
     data = path.with_name(external_data_name(path.name))
@@ -98,12 +110,12 @@ def _to_float16(path: Path) -> None:
 
     import onnx
 
-    size = _graph_bytes(path)
+    size = graph_bytes(path)
     model = onnx.load_model(str(path))
     model = convert_float_to_float16(model, keep_io_types=True, op_block_list=FLOAT32_OPS,
                                      node_block_list=_timestep_nodes(model))
     _drop_repeated_casts(model)
-    _save(model, path, size // 2)
+    save_graph(model, path, size // 2)
 
 
 def _weighted_nodes(model) -> list[str]:  # type: ignore[no-untyped-def]
@@ -117,9 +129,9 @@ def _weighted_nodes(model) -> list[str]:  # type: ignore[no-untyped-def]
 def _quantize_int8(path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    size = _graph_bytes(path)
+    size = graph_bytes(path)
     model = _load_plain(path)
-    _save(model, path, size)
+    save_graph(model, path, size)
     tmp = path.with_name(path.stem + ".int8.onnx")
     try:
         quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, per_channel=True, nodes_to_quantize=_weighted_nodes(model),
@@ -133,7 +145,7 @@ def _quantize_int8(path: Path) -> None:
             import onnx
 
             model = onnx.load_model(str(path))  # reads tmp's data, rewritten under the graph's own name
-            _save(model, path, size // 4)
+            save_graph(model, path, size // 4)
             tmp_data.unlink()
     finally:
         for leftover in (tmp, tmp.with_name(external_data_name(tmp.name))):
