@@ -65,7 +65,7 @@ def test_inpaint_fast_preset(tmp_path, pair, weights):
     assert main(["inpaint", str(pair[0]), str(pair[1]), "-o", str(out), "--weights", str(weights), "--preset", "fast",
                  "--seed", "1", "--quiet"]) == 0
     meta = json.loads(Image.open(out).text["moebius"])
-    assert (meta["preset"], meta["scheduler"], meta["num_inference_steps"]) == ("fast", "dpmpp-2m", 8)
+    assert (meta["preset"], meta["scheduler"], meta["num_inference_steps"]) == ("fast", "unipc", 8)
     assert meta["settings"]["guidance_interval"] == [0.0, 0.5]
 
 

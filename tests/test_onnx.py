@@ -215,7 +215,7 @@ def test_manifest_carries_what_a_runtime_needs(pipeline_export):
     assert manifest["defaults"] == {"guidance_scale": 1.5}
     assert manifest["presets"]["default"]["guidance_scale"] == 1.5
     assert manifest["presets"]["official"]["mask_downsample"] == "nearest"
-    assert "fast" not in manifest["presets"]  # it needs DPM-Solver++, which an export does not sample with
+    assert "fast" not in manifest["presets"]  # it needs UniPC, which an export does not sample with
     assert manifest["unet"]["cond_ids"] == list(range(10)) and manifest["unet"]["uncond_ids"] == list(range(10, 20))
 
 

@@ -71,7 +71,7 @@ def test_presets_hold_the_issue_settings():
     assert portrait.guidance_scale == 2.0
     assert list_presets() == ["default", "fast", "official", "portrait"]
     fast = get_preset("fast")
-    assert (fast.scheduler, fast.num_inference_steps, fast.guidance_interval) == ("dpmpp-2m", 8, (0.0, 0.5))
+    assert (fast.scheduler, fast.num_inference_steps, fast.guidance_interval) == ("unipc", 8, (0.0, 0.5))
     assert fast.replace(name="default", scheduler="ddim", num_inference_steps=20, guidance_interval=(0, 1)) == default
 
 

@@ -63,17 +63,17 @@ def test_solvers_change_the_result_and_the_default_stays_ddim(pipe):
         assert get_preset(preset).scheduler == "ddim" and get_preset(preset).guidance_interval == (0.0, 1.0)
 
 
-def test_fast_preset_runs_dpm_solver_with_guidance_on_the_first_half():
+def test_fast_preset_runs_unipc_with_guidance_on_the_first_half():
     pipe = tiny_pipeline(fast=False)
     spy = _Spy(pipe.unet)
     pipe.unet = spy
     image, mask = scene()
     out = pipe(image, mask, preset="fast", seed=3, output_type="np")
     meta = out.metadata[0]
-    assert (meta.preset, meta.scheduler, meta.num_inference_steps, meta.steps_run) == ("fast", "dpmpp-2m", 8, 8)
+    assert (meta.preset, meta.scheduler, meta.num_inference_steps, meta.steps_run) == ("fast", "unipc", 8, 8)
     assert tuple(meta.settings["guidance_interval"]) == (0.0, 0.5)
     assert [batch for batch, _ in spy.calls] == [2] * 4 + [1] * 4
-    spelled_out = pipe(image, mask, scheduler="dpmpp-2m", num_inference_steps=8, guidance_interval=(0, 0.5), seed=3,
+    spelled_out = pipe(image, mask, scheduler="unipc", num_inference_steps=8, guidance_interval=(0, 0.5), seed=3,
                        output_type="np")
     assert np.array_equal(out.images[0], spelled_out.images[0])
 

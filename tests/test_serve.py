@@ -117,7 +117,7 @@ def test_fast_preset_is_served(client):
     r = post(client, png(rgb), png(mask), seed=2, preset="fast")
     assert r.status_code == 200, r.text
     meta = json.loads(r.headers["x-moebius-metadata"])
-    assert (meta["preset"], meta["scheduler"]) == ("fast", "dpmpp-2m")
+    assert (meta["preset"], meta["scheduler"]) == ("fast", "unipc")
     assert post(client, png(rgb), png(mask), preset="fastest").status_code == 422
 
 

@@ -13,12 +13,11 @@ Two presets matter:
 ``portrait`` is ``default`` with guidance 2.0, the scale the paper picked for faces (paper Table 6);
 2.5 is its choice for natural scenes.
 
-``fast`` is ``default`` with the DPM-Solver++(2M) sampler at 8 steps and guidance on the first half
-of them only (the other steps run one U-Net row instead of two): 12 U-Net rows per image against the
-default's 40. The criterion it has to meet is ``bench/sampler_quality.py``'s: a result as close to a 50-step
-DDIM run from the same noise as the 20-step DDIM ``default``'s. That benchmark has not yet been run on a
-model that generates holes from noise, so the choice is provisional
-(docs/experiments/sampler-choice.md); ``bench/e2e_benchmark.py --compare default fast`` times the two.
+``fast`` is ``default`` with the UniPC sampler at 8 steps and guidance on the first half of them only
+(the other steps run one U-Net row instead of two): 12 U-Net rows per image against the default's 40. It is
+the cheapest setting that ``bench/sampler_quality.py`` found as close to a 50-step DDIM run from the same
+noise as the 20-step DDIM ``default`` (docs/experiments/sampler-choice.md, with the model it was measured
+on); ``bench/e2e_benchmark.py --compare default fast`` times the two.
 
 A call overrides any field by name (``pipe(image, mask, preset="default", hd_strategy="resize")``);
 :meth:`InpaintPreset.replace` validates every override, so a misspelt knob is an error, never ignored.
@@ -42,7 +41,7 @@ Quantize = Literal["truncate", "round"]
 
 SCENE_GUIDANCE = 2.5
 PORTRAIT_GUIDANCE = 2.0
-FAST_SCHEDULER: SchedulerName = "dpmpp-2m"
+FAST_SCHEDULER: SchedulerName = "unipc"
 FAST_STEPS = 8
 FAST_GUIDANCE_INTERVAL = (0.0, 0.5)
 
