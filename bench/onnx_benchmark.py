@@ -229,7 +229,7 @@ def _drift(root: Path, args: argparse.Namespace) -> None:
             if name == "fp32":
                 holes.append(mask > 0)
     try:
-        from moebius.eval.lpips import load_lpips
+        from moebius.perceptual.lpips import load_lpips
 
         lpips = load_lpips("alex", "shift-tolerant")
     except Exception as exc:  # noqa: BLE001 - the table is printed without the column
