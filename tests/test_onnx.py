@@ -137,6 +137,16 @@ def test_vae_graphs_match_pytorch(pipeline_export, batch, height, width):
     _close(out, decoded, "decode")
 
 
+def _converted_copy(graph: Path, folder: Path, dtype: str, quantize: str | None) -> Path:
+    """A copy of ``graph`` in ``folder``, converted to ``dtype`` / ``quantize``."""
+    from moebius.onnx.precision import convert_precision
+
+    path = folder / graph.name
+    shutil.copy(graph, path)
+    convert_precision(path, dtype, quantize)
+    return path
+
+
 def _op_types(path: Path) -> list[str]:
     import onnx
 
@@ -169,12 +179,8 @@ def test_exported_autoencoder_attention_runs_block_by_block(pipeline_export, tmp
 
 @pytest.mark.parametrize("dtype, quantize", [("float16", None), ("float32", "int8")])
 def test_lower_precision_autoencoders_keep_block_attention(pipeline_export, tmp_path, dtype, quantize):
-    from moebius.onnx.precision import convert_precision
-
     parts, folder, _ = pipeline_export
-    path = tmp_path / "vae_decoder.onnx"
-    shutil.copy(folder / "vae_decoder.onnx", path)
-    convert_precision(path, dtype, quantize)
+    path = _converted_copy(folder / "vae_decoder.onnx", tmp_path, dtype, quantize)
     ops = _op_types(path)
     assert "Softmax" not in ops and ops.count("Scan") == 1
     latent = torch.randn(1, 4, 6, 6, generator=torch.Generator().manual_seed(4))
@@ -330,12 +336,8 @@ def test_cli_inpaint_takes_an_export_folder(pipeline_export, tmp_path):
 
 @pytest.mark.parametrize("dtype, quantize", [("float16", None), ("float32", "int8")])
 def test_lower_precision_graphs_are_smaller_and_run(unet_export, tmp_path, dtype, quantize):
-    from moebius.onnx.precision import convert_precision
-
     unet, folder, _ = unet_export
-    path = tmp_path / "unet.onnx"
-    shutil.copy(folder / "unet.onnx", path)
-    convert_precision(path, dtype, quantize)
+    path = _converted_copy(folder / "unet.onnx", tmp_path, dtype, quantize)
     # The tiny graph is half structure; the full-size student's unet.onnx shrinks to 0.50 and 0.36
     # (bench/onnx_benchmark.py).
     assert path.stat().st_size < 0.8 * (folder / "unet.onnx").stat().st_size
