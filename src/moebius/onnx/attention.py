@@ -11,7 +11,7 @@ is computed exactly as before (its softmax sees every key), so the result is the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 # Queries per block: a 1024 × N float32 block is 4 MB per thousand keys.
 DEFAULT_CHUNK = 1024
@@ -71,9 +71,7 @@ def chunk_attention(model: Any, chunk: int = DEFAULT_CHUNK) -> int:
 
     dtype = _input_elem_type(model, chains[0][0].input[0])
     removed = {id(n) for chain in chains for n in chain}
-    kept = [n for n in graph.node if id(n) not in removed]
-    position = {id(n): i for i, n in enumerate(graph.node)}
-    inserts: list[tuple[int, list[Any]]] = []
+    replacement: dict[int, list[Any]] = {}  # id of a chain's last node -> what takes its place
     for k, chain in enumerate(chains):
         scores, weighted = chain[0], chain[-1]
         p = f"{PREFIX}{k}"
@@ -114,23 +112,13 @@ def chunk_attention(model: Any, chunk: int = DEFAULT_CHUNK) -> int:
             helper.make_node("Reshape", [f"{p}/out_blocks", f"{p}/flat_shape"], [f"{p}/out_padded"]),
             helper.make_node("Slice", [f"{p}/out_padded", f"{p}/zero", f"{p}/n", f"{p}/query_axis"], [out]),
         ]
-        inserts.append((position[id(weighted)], nodes))
+        replacement[id(weighted)] = nodes
     # Each replacement goes where its chain's last node was: after everything the chain read.
-    by_position = dict(inserts)
-    ordered = []
-    for node in graph.node:
-        i = position[id(node)]
-        if i in by_position:
-            ordered.extend(by_position[i])
-        if id(node) not in removed:
-            ordered.append(node)
-    del graph.node[:]
-    graph.node.extend(ordered)
+    _splice(graph, replacement, lambda node: id(node) in removed)
     moved = {name for chain in chains for n in chain[:-1] for name in n.output}
     kept_info = [info for info in graph.value_info if info.name not in moved]
     del graph.value_info[:]
     graph.value_info.extend(kept_info)
-    assert len(kept) + sum(len(n) for _, n in inserts) == len(graph.node)
     return len(chains)
 
 
@@ -160,38 +148,40 @@ def restore_attention(model: Any) -> int:
             copy.output[:] = [last.output[0] if name == f"{p}/out_block" else name for name in copy.output]
             nodes.append(copy)
         replacement[id(last)] = nodes
+    _splice(graph, replacement,
+            lambda node: id(node) in replacement or any(name.startswith(PREFIX) for name in node.output))
+    return len(groups)
+
+
+def _splice(graph: Any, replacement: dict[int, list[Any]], drop: Callable[[Any], bool]) -> None:
+    """Reorder ``graph.node`` in place: ``replacement[id(node)]`` goes where ``node`` is, and every node for
+    which ``drop`` is true (the replaced ones included) leaves."""
     ordered = []
     for node in graph.node:
-        if id(node) in replacement:
-            ordered.extend(replacement[id(node)])
-        elif not any(name.startswith(PREFIX) for name in node.output):
+        ordered.extend(replacement.get(id(node), []))
+        if not drop(node):
             ordered.append(node)
     del graph.node[:]
     graph.node.extend(ordered)
-    return len(groups)
 
 
 def chunk_attention_file(path: Path, chunk: int = DEFAULT_CHUNK) -> int:
     """:func:`chunk_attention` on the graph stored at ``path`` (rewritten in place when it changes)."""
-    import onnx
-
-    from .precision import graph_bytes, save_graph
-
-    model = onnx.load_model(str(path))
-    count = chunk_attention(model, chunk)
-    if count:
-        save_graph(model, path, graph_bytes(path))
-    return count
+    return _rewrite_file(path, lambda model: chunk_attention(model, chunk))
 
 
 def restore_attention_file(path: Path) -> int:
     """:func:`restore_attention` on the graph stored at ``path`` (rewritten in place when it changes)."""
+    return _rewrite_file(path, restore_attention)
+
+
+def _rewrite_file(path: Path, rewrite: Callable[[Any], int]) -> int:
     import onnx
 
     from .precision import graph_bytes, save_graph
 
     model = onnx.load_model(str(path))
-    count = restore_attention(model)
+    count = rewrite(model)
     if count:
         save_graph(model, path, graph_bytes(path))
     return count

@@ -29,19 +29,13 @@ _EXTERNAL_BYTES = 1 << 30
 def convert_precision(path: Path, dtype: str, quantize: str | None) -> None:
     """Rewrite the graph at ``path`` (and its external data) in place at the requested precision.
 
-    Block-wise attention (:mod:`moebius.onnx.attention`) is undone for the conversion and redone after it.
+    Block-wise attention (:mod:`moebius.onnx.attention`) is undone for the conversion and redone after it:
+    the converters cannot follow a Scan body that reads tensors of the outer graph.
     """
-    from .attention import chunk_attention_file, restore_attention_file
-
-    if dtype == "float32" and quantize is None:
-        return
-    chunked = restore_attention_file(path)
     if dtype == "float16":
         _to_float16(path)
     if quantize == "int8":
         _quantize_int8(path)
-    if chunked:
-        chunk_attention_file(path)
 
 
 def graph_bytes(path: Path) -> int:
@@ -110,11 +104,16 @@ def _to_float16(path: Path) -> None:
 
     import onnx
 
+    from .attention import chunk_attention, restore_attention
+
     size = graph_bytes(path)
     model = onnx.load_model(str(path))
+    chunked = restore_attention(model)
     model = convert_float_to_float16(model, keep_io_types=True, op_block_list=FLOAT32_OPS,
                                      node_block_list=_timestep_nodes(model))
     _drop_repeated_casts(model)
+    if chunked:
+        chunk_attention(model)
     save_graph(model, path, size // 2)
 
 
@@ -129,8 +128,11 @@ def _weighted_nodes(model) -> list[str]:  # type: ignore[no-untyped-def]
 def _quantize_int8(path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from .attention import chunk_attention, restore_attention
+
     size = graph_bytes(path)
     model = _load_plain(path)
+    chunked = restore_attention(model)
     save_graph(model, path, size)
     tmp = path.with_name(path.stem + ".int8.onnx")
     try:
@@ -141,12 +143,15 @@ def _quantize_int8(path: Path) -> None:
             data.unlink()
         os.replace(tmp, path)
         tmp_data = tmp.with_name(external_data_name(tmp.name))
-        if tmp_data.is_file():
+        if tmp_data.is_file() or chunked:
             import onnx
 
             model = onnx.load_model(str(path))  # reads tmp's data, rewritten under the graph's own name
+            if chunked:
+                chunk_attention(model)
             save_graph(model, path, size // 4)
-            tmp_data.unlink()
+            if tmp_data.is_file():
+                tmp_data.unlink()
     finally:
         for leftover in (tmp, tmp.with_name(external_data_name(tmp.name))):
             if leftover.exists():
